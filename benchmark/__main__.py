@@ -1,0 +1,6 @@
+"""`python -m benchmark ...` is the same CLI as the `svt` console script."""
+import sys
+
+from benchmark.cli import main
+
+sys.exit(main())

@@ -1,0 +1,100 @@
+"""`svt describe` prints the resolved model as a table; `svt specs` lists the built-in specs.
+
+    $ svt describe --layers 256:relu,128:tanh,10
+    layer      type         output shape  activation  params   init
+    layers.0   Linear       (N, 256)                  200,960  kaiming_uniform
+    layers.1   ReLU         (N, 256)      relu        0
+    ...
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from benchmark.specargs import add_model_arguments, spec_from_args
+from scratch_nn.spec import Spec, builtin_spec_names, load_builtin_spec
+
+ACTIVATION_TYPES = {"Identity": "identity", "ReLU": "relu", "LeakyReLU": "leaky_relu", "Sigmoid": "sigmoid",
+                    "Tanh": "tanh", "ELU": "elu", "GELU": "gelu", "Softplus": "softplus"}
+
+
+def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+
+
+def add_specs_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def describe_rows(spec: Spec) -> list[dict]:
+    """One row per layer of the flat sequence the scratch MLP builds (the torch twin's too)."""
+    from scratch_nn.model import MLP  # the real model, so the table cannot drift from it
+
+    model = MLP(spec.model, np.random.default_rng(spec.train.seed))
+    rows = []
+    features = spec.model.input_size
+    for name, layer in model.named_layers():
+        kind = type(layer).__name__
+        if "weight" in layer.params and kind == "Linear":
+            features = layer.params["weight"].shape[0]
+        rows.append({
+            "layer": name,
+            "type": kind,
+            "output shape": f"(N, {features})",
+            "activation": ACTIVATION_TYPES.get(kind, ""),
+            "params": sum(value.size for value in layer.params.values()),
+            "init": spec.model.init if kind == "Linear" else "",
+        })
+    return rows
+
+
+def format_table(rows: list[dict], columns: list[str], right: tuple[str, ...] = ()) -> str:
+    """A plain-text table: one header line, a rule, one line per row."""
+    cells = [[_format_cell(row[column]) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        parts = [value.rjust(width) if column in right else value.ljust(width)
+                 for value, width, column in zip(values, widths, columns)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(columns), line(["-" * width for width in widths])] + [line(c) for c in cells])
+
+
+def _format_cell(value) -> str:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def training_line(spec: Spec) -> str:
+    train = spec.train
+    details = {"sgd": f"momentum={train.momentum:g} nesterov={train.nesterov}",
+               "adam": f"betas={train.betas} eps={train.eps:g}",
+               "adamw": f"betas={train.betas} eps={train.eps:g}",
+               "rmsprop": f"alpha={train.alpha:g} momentum={train.momentum:g}"}[train.optimizer]
+    return (f"training: {train.optimizer} lr={train.lr:g} {details} weight_decay={train.weight_decay:g} "
+            f"l1={train.l1:g} schedule={train.schedule} batch_size={train.batch_size} "
+            f"epochs={train.epochs} seed={train.seed}")
+
+
+def run_describe(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    rows = describe_rows(spec)
+    total = sum(row["params"] for row in rows)
+    print(f"model: {spec.name}" + (f" — {spec.description}" if spec.description else ""))
+    print(format_table(rows, ["layer", "type", "output shape", "activation", "params", "init"],
+                       right=("params",)))
+    print(f"total parameters: {total:,}   dtype: {spec.model.dtype}   input: (N, {spec.model.input_size})   "
+          f"loss: {spec.model.loss}")
+    print(training_line(spec))
+    return 0
+
+
+def run_specs(args: argparse.Namespace) -> int:
+    for name in builtin_spec_names():
+        spec = load_builtin_spec(name)
+        layers = ",".join(f"{layer.units}:{layer.activation}" for layer in spec.model.layers)
+        print(f"{name:<18} {layers},{spec.model.output_size}  {spec.train.optimizer}  — {spec.description}")
+    return 0

@@ -1,0 +1,44 @@
+"""The model options every subcommand shares: `--spec NAME|FILE` or `--layers ...`, plus overrides.
+
+    svt describe --spec deep-sigmoid
+    svt run --layers 256:relu,128:tanh,10 --optimizer adam --lr 1e-3 --epochs 3
+
+`--spec` and `--layers` can be combined: the spec gives everything, `--layers` replaces its
+layers. Without either, the default spec (`mnist-mlp`) is used.
+"""
+from __future__ import annotations
+
+import argparse
+
+from scratch_nn.spec import DEFAULT_SPEC, DTYPES, INITS, OPTIMIZERS, Spec, load_spec, with_overrides
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, training: bool = True) -> None:
+    """Add the shared model options; `training=False` leaves out the optimiser/schedule flags."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--spec", metavar="NAME|FILE", default=None,
+                       help=f"a built-in spec name (see `svt specs`) or a TOML file (default: {DEFAULT_SPEC})")
+    group.add_argument("--layers", metavar="LIST", default=None,
+                       help="hidden layers as units:activation, then the output size, "
+                            "e.g. 256:relu,128:tanh,10 (replaces the spec's layers)")
+    group.add_argument("--dtype", choices=DTYPES, default=None, help="float32 or float64 (default: the spec's)")
+    group.add_argument("--init", metavar="NAME", default=None,
+                       help=f"weight initialiser, one of: {', '.join(INITS)}")
+    if not training:
+        return
+    group = parser.add_argument_group("training")
+    group.add_argument("--optimizer", metavar="NAME", default=None,
+                       help=f"one of: {', '.join(OPTIMIZERS)}")
+    group.add_argument("--lr", type=float, default=None, help="learning rate")
+    group.add_argument("--batch-size", type=int, default=None, help="mini-batch size")
+    group.add_argument("--epochs", type=int, default=None, help="number of epochs")
+    group.add_argument("--seed", type=int, default=None, help="seed of the one generator behind init, "
+                                                              "shuffling and dropout")
+
+
+def spec_from_args(args: argparse.Namespace) -> Spec:
+    """Resolve `--spec`/`--layers` and the override flags into one validated Spec."""
+    spec = load_spec(args.spec or DEFAULT_SPEC)
+    model = {"dtype": args.dtype, "init": args.init}
+    train = {key: getattr(args, key, None) for key in ("optimizer", "lr", "batch_size", "epochs", "seed")}
+    return with_overrides(spec, layers=args.layers, model=model, train=train)
