@@ -92,9 +92,24 @@ def run_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def compact_layers(spec: Spec) -> str:
+    """The layers in the --layers form, runs of equal layers as `8x128:sigmoid`, +bn/+dropout marked."""
+    items: list[list] = []  # [count, text]
+    for layer in spec.model.layers:
+        text = f"{layer.units}:{layer.activation}" + ("+bn" if layer.batch_norm else "") + (
+            f"+dropout{layer.dropout:g}" if layer.dropout else "")
+        if items and items[-1][1] == text:
+            items[-1][0] += 1
+        else:
+            items.append([1, text])
+    hidden = [f"{count}x{text}" if count > 1 else text for count, text in items]
+    return ",".join(hidden + [str(spec.model.output_size)])
+
+
 def run_specs(args: argparse.Namespace) -> int:
-    for name in builtin_spec_names():
-        spec = load_builtin_spec(name)
-        layers = ",".join(f"{layer.units}:{layer.activation}" for layer in spec.model.layers)
-        print(f"{name:<18} {layers},{spec.model.output_size}  {spec.train.optimizer}  — {spec.description}")
+    specs = [load_builtin_spec(name) for name in builtin_spec_names()]
+    rows = [{"spec": spec.name, "layers": compact_layers(spec), "optimizer": spec.train.optimizer,
+             "what it shows": spec.description} for spec in specs]
+    print(format_table(rows, ["spec", "layers", "optimizer", "what it shows"]))
+    print("\nuse one with --spec NAME, e.g. `svt describe --spec deep-sigmoid`; or give a TOML file")
     return 0

@@ -325,12 +325,13 @@ def with_overrides(spec: Spec, *, layers: str | None = None, model: dict[str, An
     """Return `spec` with command-line overrides applied (None values are ignored), validated."""
     model_changes = {key: value for key, value in (model or {}).items() if value is not None}
     train_changes = {key: value for key, value in (train or {}).items() if value is not None}
-    name = spec.name
+    name, description = spec.name, spec.description
     if layers is not None:
         hidden, output_size = parse_layers(layers)
         model_changes.update(layers=hidden, output_size=output_size)
         name = "layers-" + layers.replace(",", "-").replace(":", "")
-    new = replace(spec, name=name, model=replace(spec.model, **model_changes),
+        description = f"the {spec.name} spec with --layers {layers}"
+    new = replace(spec, name=name, description=description, model=replace(spec.model, **model_changes),
                   train=replace(spec.train, **train_changes))
     return validate(new, "command line")
 
