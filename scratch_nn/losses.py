@@ -1,0 +1,112 @@
+"""Losses on logits and integer class targets: softmax cross-entropy (fused) and MSE on one-hot.
+
+    loss = CrossEntropyLoss(label_smoothing=0.1)
+    value = loss.forward(logits, targets)   # NumPy scalar of the logits' dtype
+    grad_logits = loss.backward()           # (N, C), already divided by the batch size N
+
+Both reduce by the mean over the batch actually given (a short last batch is averaged over its own
+size), as torch's default reduction="mean".
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log p = z - logsumexp(z) per row, with the row maximum subtracted first so exp cannot overflow."""
+    shifted = logits - logits.max(axis=1, keepdims=True)  # (N, C), max 0 per row
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """p = exp(z - max z) / sum exp(z - max z) per row."""
+    exps = np.exp(logits - logits.max(axis=1, keepdims=True))  # (N, C)
+    exps /= exps.sum(axis=1, keepdims=True)
+    return exps
+
+
+def _check_targets(logits: np.ndarray, targets: np.ndarray, where: str) -> None:
+    """Cheap checks (O(N)) that save silent nonsense: negative indices would wrap around."""
+    if logits.ndim != 2 or targets.shape != (logits.shape[0],):
+        raise ValueError(f"{where}: expected logits (N, C) and targets (N,), got {logits.shape} and {targets.shape}")
+    if targets.dtype.kind not in "iu":
+        raise ValueError(f"{where}: targets must be integer class indices, got dtype {targets.dtype}")
+    if targets.size and (targets.min() < 0 or targets.max() >= logits.shape[1]):
+        raise ValueError(f"{where}: targets must be class indices in [0, {logits.shape[1] - 1}], "
+                         f"got values from {targets.min()} to {targets.max()}")
+
+
+class CrossEntropyLoss:
+    """L = mean_n [(1 - eps) * -log p[n, y_n] + eps * mean_c -log p[n, c]],  p = softmax(z);
+    dL/dz = (p - q) / N with q = (1 - eps) * one_hot(y) + eps / C.
+
+    As torch.nn.CrossEntropyLoss(label_smoothing=eps); eps = 0 is plain cross-entropy.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+        self._cache = None  # (probs, targets)
+
+    def forward(self, logits: np.ndarray, targets: np.ndarray) -> np.floating:
+        _check_targets(logits, targets, "CrossEntropyLoss")
+        log_probs = log_softmax(logits)  # (N, C)
+        rows = np.arange(logits.shape[0])
+        nll = -log_probs[rows, targets].mean()
+        self._cache = (np.exp(log_probs), targets)
+        eps = self.label_smoothing
+        if eps == 0.0:
+            return logits.dtype.type(nll)
+        smooth = -log_probs.mean(axis=1).mean()  # mean over classes, then over the batch
+        return logits.dtype.type((1.0 - eps) * nll + eps * smooth)
+
+    def backward(self) -> np.ndarray:
+        if self._cache is None:
+            raise RuntimeError("CrossEntropyLoss.backward called before forward: call forward(logits, "
+                               "targets) first")
+        probs, targets = self._cache
+        n, classes = probs.shape
+        grad = probs.copy()  # (N, C); the cached probs stay intact for a second backward
+        grad[np.arange(n), targets] -= 1.0 - self.label_smoothing
+        if self.label_smoothing:
+            grad -= self.label_smoothing / classes
+        grad /= n
+        return grad
+
+    def __repr__(self) -> str:
+        return f"CrossEntropyLoss(label_smoothing={self.label_smoothing})"
+
+
+class MSELoss:
+    """L = mean_{n,c} (z[n, c] - one_hot(y)[n, c])^2;  dL/dz = 2 (z - one_hot(y)) / (N C).
+
+    As torch.nn.MSELoss() on F.one_hot(y, C).to(z.dtype): the mean runs over all N * C elements.
+    """
+
+    def __init__(self) -> None:
+        self._diff = None
+
+    def forward(self, logits: np.ndarray, targets: np.ndarray) -> np.floating:
+        _check_targets(logits, targets, "MSELoss")
+        diff = logits.copy()  # (N, C): z - one_hot(y), without building the one-hot matrix
+        diff[np.arange(logits.shape[0]), targets] -= 1.0
+        self._diff = diff
+        return logits.dtype.type(np.mean(diff * diff))
+
+    def backward(self) -> np.ndarray:
+        if self._diff is None:
+            raise RuntimeError("MSELoss.backward called before forward: call forward(logits, targets) first")
+        return self._diff * (2.0 / self._diff.size)
+
+    def __repr__(self) -> str:
+        return "MSELoss()"
+
+
+def build_loss(model_spec) -> CrossEntropyLoss | MSELoss:
+    """The loss a ModelSpec names: "cross_entropy" (with its label_smoothing) or "mse"."""
+    if model_spec.loss == "cross_entropy":
+        return CrossEntropyLoss(model_spec.label_smoothing)
+    if model_spec.loss == "mse":
+        return MSELoss()
+    raise ValueError(f"unknown loss {model_spec.loss!r}; allowed: cross_entropy, mse")

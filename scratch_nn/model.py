@@ -1,0 +1,168 @@
+"""The MLP: a flat list of layers built from a ModelSpec, with torch's parameter names.
+
+For each hidden layer, in order: Linear, then BatchNorm1d if `batch_norm`, then the activation
+(Identity for "identity"), then Dropout if `dropout > 0`; then the output Linear. Layer i is
+named `layers.{i}`, so `named_parameters()` and `state_dict()` keys equal those of the torch twin's
+`nn.Sequential` (`layers.0.weight`, `layers.1.running_mean`, ...).
+
+    model = MLP(spec.model, np.random.default_rng(seed))
+    logits = model.forward(x)                  # x (N, input_size) in model.dtype
+    grad_x = model.backward(loss.backward())   # fills every layer's grads
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scratch_nn.activations import build_activation
+from scratch_nn.init import init_linear
+from scratch_nn.layers import BatchNorm1d, Dropout, Linear
+from scratch_nn.losses import softmax
+from scratch_nn.spec import ModelSpec
+
+
+def build_layers(model_spec: ModelSpec, rng: np.random.Generator) -> list:
+    """The layer sequence of `model_spec`, Linear weights initialised in layer order from `rng`.
+
+    Init draws come first (weight then bias of each Linear, in order); the Dropout layers keep
+    `rng` for their masks, so one generator drives init and then dropout, as on the torch side.
+    """
+    dtype = np.dtype(model_spec.dtype)
+    layers: list = []
+    features = model_spec.input_size
+    for hidden in model_spec.layers:
+        linear = Linear(features, hidden.units, dtype=dtype)
+        init_linear(linear, model_spec.init, rng, hidden.activation, hidden.negative_slope, model_spec.init_value)
+        layers.append(linear)
+        if hidden.batch_norm:
+            layers.append(BatchNorm1d(hidden.units, dtype=dtype))
+        layers.append(build_activation(hidden.activation, hidden.negative_slope))
+        if hidden.dropout > 0:
+            layers.append(Dropout(hidden.dropout, rng))
+        features = hidden.units
+    output = Linear(features, model_spec.output_size, dtype=dtype)
+    init_linear(output, model_spec.init, rng, "linear", value=model_spec.init_value)  # no activation: gain 1
+    layers.append(output)
+    return layers
+
+
+class MLP:
+    """A multi-layer perceptron: logits = layers[-1](... layers[0](x)); backward runs them in reverse."""
+
+    def __init__(self, model_spec: ModelSpec, rng: np.random.Generator) -> None:
+        self.spec = model_spec
+        self.dtype = np.dtype(model_spec.dtype)
+        self.layers = build_layers(model_spec, rng)
+        self.training = True
+
+    # -- forward and backward ---------------------------------------------------------------
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, output_size) for x (N, input_size) of the model's dtype."""
+        if x.dtype != self.dtype or x.ndim != 2 or x.shape[1] != self.spec.input_size:
+            raise ValueError(f"MLP.forward: expected x of shape (N, {self.spec.input_size}) and dtype "
+                             f"{self.dtype}, got shape {x.shape} and dtype {x.dtype}; "
+                             f"convert with x.astype(np.{self.dtype})")
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad_logits: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Fill every layer's grads from dL/dlogits; return dL/dx (None if `input_grad` is False,
+        which skips the first Linear's (N, out) @ (out, in) product, as torch does for data)."""
+        grad = grad_logits
+        for layer in reversed(self.layers[1:]):
+            grad = layer.backward(grad)
+        return self.layers[0].backward(grad, input_grad=input_grad)
+
+    def train(self, mode: bool = True) -> MLP:
+        """Training mode: BatchNorm uses batch statistics, Dropout drops. Returns the model."""
+        self.training = mode
+        for layer in self.layers:
+            layer.training = mode
+        return self
+
+    def eval(self) -> MLP:
+        """Evaluation mode: BatchNorm uses its running statistics, Dropout is the identity."""
+        return self.train(False)
+
+    # -- prediction ------------------------------------------------------------------------
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """softmax(logits) (N, output_size) in eval mode, batch by batch; the mode is restored after.
+
+        It runs forward, so it overwrites what the layers cached for backward.
+        """
+        modes = [layer.training for layer in self.layers]
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [softmax(self.forward(x[start:start + batch_size]))
+                     for start in range(0, x.shape[0], batch_size)]
+        finally:
+            for layer, mode in zip(self.layers, modes):
+                layer.training = mode
+            self.training = was_training
+        if not parts:
+            return np.empty((0, self.spec.output_size), dtype=self.dtype)
+        return np.concatenate(parts)
+
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """The predicted class (argmax of the logits) per row of x, int64 (N,), in eval mode."""
+        return self.predict_proba(x, batch_size).argmax(axis=1)
+
+    # -- names, parameters and state -------------------------------------------------------
+
+    def named_layers(self) -> list[tuple[str, object]]:
+        return [(f"layers.{index}", layer) for index, layer in enumerate(self.layers)]
+
+    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
+        """The live parameter arrays (optimisers update them in place), in torch's order."""
+        return [(f"{prefix}.{name}", value) for prefix, layer in self.named_layers()
+                for name, value in layer.params.items()]
+
+    def named_gradients(self) -> list[tuple[str, np.ndarray]]:
+        """The live gradient arrays, same names and order as named_parameters()."""
+        return [(f"{prefix}.{name}", value) for prefix, layer in self.named_layers()
+                for name, value in layer.grads.items()]
+
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        """BatchNorm1d's running_mean, running_var, num_batches_tracked (live arrays)."""
+        return [(f"{prefix}.{name}", value) for prefix, layer in self.named_layers()
+                for name, value in layer.buffers.items()]
+
+    def parameter_count(self) -> int:
+        return sum(value.size for _, value in self.named_parameters())
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters and buffers, keyed and ordered as torch's state_dict()."""
+        state = {}
+        for prefix, layer in self.named_layers():
+            for name, value in (*layer.params.items(), *layer.buffers.items()):
+                state[f"{prefix}.{name}"] = value.copy()
+        return state
+
+    def _live_state(self) -> dict[str, np.ndarray]:
+        return {f"{prefix}.{name}": value for prefix, layer in self.named_layers()
+                for name, value in (*layer.params.items(), *layer.buffers.items())}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy `state` into the live arrays (cast to their dtype), after checking every key and shape.
+
+        Nothing is changed unless all keys match exactly and every shape fits.
+        """
+        live = self._live_state()
+        missing = [key for key in live if key not in state]
+        unexpected = [key for key in state if key not in live]
+        if missing or unexpected:
+            raise ValueError(f"load_state_dict: keys do not match this model; missing: {missing or 'none'}; "
+                             f"unexpected: {unexpected or 'none'}; expected keys: {list(live)}")
+        for key, target in live.items():
+            shape = np.shape(state[key])
+            if shape != target.shape:
+                raise ValueError(f"load_state_dict: {key!r} has shape {shape}, this model's is {target.shape}")
+        for key, target in live.items():
+            target[...] = state[key]  # in place: optimisers keep references to these arrays
+
+    def __repr__(self) -> str:
+        lines = [f"  ({index}): {layer!r}" for index, layer in enumerate(self.layers)]
+        return "MLP(\n" + "\n".join(lines) + "\n)"
