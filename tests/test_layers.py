@@ -280,3 +280,9 @@ def test_backward_before_forward_raises(name):
     layer = LAYER_FACTORIES[name]()
     with pytest.raises(RuntimeError, match=rf"{type(layer).__name__}\.backward called before forward"):
         layer.backward(np.ones((2, 3), np.float32))
+
+
+def test_every_spec_activation_is_checked_here():
+    """Adding a name to scratch_nn.spec.ACTIVATIONS fails here until the table above covers it."""
+    from scratch_nn.spec import ACTIVATIONS as SPEC_ACTIVATIONS
+    assert set(SPEC_ACTIVATIONS) <= set(ACTIVATIONS)
