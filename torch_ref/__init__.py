@@ -1,0 +1,20 @@
+"""torch_ref: the idiomatic PyTorch twin of the scratch MLP, built from the same spec.
+
+    from torch_ref import build_model, load_from_numpy, build_loss, build_optimizer
+    module = build_model(spec.model)               # TorchMLP: module.layers is an nn.Sequential
+    load_from_numpy(module, scratch_model.state_dict())
+    set_dropout_masks(module, {"layers.3": mask})  # the mask the scratch side drew
+
+Imports torch and `scratch_nn.spec` only, never `benchmark`.
+"""
+from torch_ref.model import (TORCH_DTYPES, MaskedDropout, TorchMLP, activation_module, build_model,
+                             load_from_numpy, named_layers, set_dropout_masks)
+from torch_ref.probe import Recorded, forward_backward
+from torch_ref.training import (OneHotMSELoss, build_loss, build_optimizer, build_scheduler, l1_penalty,
+                                optimizer_state, training_state)
+
+__all__ = [
+    "TORCH_DTYPES", "MaskedDropout", "TorchMLP", "activation_module", "build_model", "load_from_numpy",
+    "named_layers", "set_dropout_masks", "OneHotMSELoss", "build_loss", "build_optimizer", "build_scheduler",
+    "l1_penalty", "optimizer_state", "training_state", "Recorded", "forward_backward",
+]
