@@ -8,10 +8,12 @@ command (the checks themselves are in `benchmark.checks` and `benchmark.health`)
     1 initial loss        ln(10) for 10 classes: the untrained net guesses evenly
     2 gradient check      backward agrees with finite differences (float64)
     3 parity with torch   one batch agrees with the torch twin, tensor by tensor
-    4 overfit one batch   32 images learnt by heart within 200 steps
-    5 uses its input      trained on real images it beats a copy trained on all-zero images
+    4 overfit one batch   32 images learnt by heart within 200 steps (dropout off; if the loss
+                          overshoots at the spec's lr, once more at lr / 10, and the line says so)
+    5 uses its input      trained for 100 steps on real images it beats a copy trained on all-zero
+                          images by 20 points of held-out accuracy
     6 loss goes down      over the first 100 steps of real training, and stays finite
-    7 gradient health     no vanishing or exploding gradients, dead ReLUs or saturated units
+    7 gradient health     at init: no vanishing or exploding gradients, dead ReLUs or saturated units
 
 Each check prints one line (measured, expected, PASS/FAIL); a FAIL adds what it means and what to
 try. Later checks build on earlier ones, so the first FAIL is the one to fix first. Exit status 0
@@ -24,10 +26,10 @@ are held out for check 5. The test set is not touched.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
-import sys
 import textwrap
 import time
 from dataclasses import asdict
@@ -43,7 +45,7 @@ USES_INPUT_IMAGES = 2048  # check 5: the training slice
 HELD_OUT = 1000  # check 5: held-out images, the end of the permutation
 DECREASE_STEPS = 100  # check 6
 HEALTH_BATCH = 256  # check 7
-WIDTHS = (2, 18, 36, 40)  # columns of a result line: number, check, measured, expected
+WIDTHS = (2, 18, 32, 42)  # columns of a result line: number, check, measured, expected
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,11 +105,22 @@ def run_checks(spec, model, data: dict):
     yield check_gradient_health(model, x[:HEALTH_BATCH], y[:HEALTH_BATCH])
 
 
+def shape(model_spec) -> str:
+    """The network in one short string, repeated layers counted: 784-[128:sigmoid+bn]x8-10."""
+    names = [f"{layer.units}:{layer.activation}{'+bn' if layer.batch_norm else ''}"
+             f"{f'+dropout{layer.dropout:g}' if layer.dropout else ''}" for layer in model_spec.layers]
+    groups = [(name, len(list(run))) for name, run in itertools.groupby(names)]
+    hidden = [name if count == 1 else f"[{name}]x{count}" for name, count in groups]
+    return "-".join([str(model_spec.input_size), *hidden, str(model_spec.output_size)])
+
+
 def result_lines(number: int, result) -> list[str]:
     """The line of one check, and for a FAIL its message wrapped under it (and the layer profile)."""
-    fields = (str(number), result.name, result.measured, result.expected)
+    fields = (str(number).rjust(WIDTHS[0]), result.name, result.measured, result.expected)
     line = " ".join(value.ljust(width) for value, width in zip(fields, WIDTHS))
     lines = [f"{line} {'PASS' if result.passed else 'FAIL'}"]
+    if result.passed and result.note:
+        lines += textwrap.wrap(result.note, width=100, initial_indent="   note: ", subsequent_indent="         ")
     if not result.passed:
         lines += textwrap.wrap(result.message, width=100, initial_indent="   -> ", subsequent_indent="      ")
         if "layers" in result.values:
@@ -165,9 +178,8 @@ def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(spec.train.seed)
     model = MLP(spec.model, rng)  # the init draws come first, then the permutation, as in training
     data = sanity_data(spec, mnist, rng)
-    hidden = "-".join(f"{layer.units}:{layer.activation}{'+bn' if layer.batch_norm else ''}" for layer in spec.model.layers)
-    print(f"sanity: spec {spec.name} ({spec.model.input_size}-{hidden}-{spec.model.output_size}, {spec.model.dtype}, "
-          f"init {spec.model.init}, {spec.train.optimizer} lr={spec.train.lr:g}, seed {spec.train.seed})")
+    print(f"sanity: spec {spec.name} ({shape(spec.model)}, {spec.model.dtype}, init {spec.model.init}, "
+          f"{spec.train.optimizer} lr={spec.train.lr:g}, batch {spec.train.batch_size}, seed {spec.train.seed})")
     results = []
     for number, result in enumerate(run_checks(spec, model, data), start=1):
         results.append(result)
@@ -176,5 +188,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{verdict(results)} ({seconds:.1f} s)")
     if args.json:
         write_json(args.json, spec, results, seconds)
-        print(f"wrote {args.json}", file=sys.stderr)
+        print(f"wrote {args.json}")
     return 0 if all(result.passed for result in results) else 1
