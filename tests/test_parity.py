@@ -1,0 +1,411 @@
+"""The parity engine: scratch and torch agree tensor by tensor, and a real difference is caught.
+
+What these tests prove:
+- gradient parity (every layer output, loss, parameter gradient and input gradient) and the
+  finite-difference referee hold at the documented tolerances (benchmark.compare.TOLERANCES) for
+  every activation x initialiser x dtype, with and without batch norm and dropout;
+- trajectory parity (parameters, optimiser states, buffers, lr after each step) holds for every
+  optimiser x dtype x {plain, batch norm, dropout, both}, ending on a batch smaller than the rest;
+- each known optimiser/batch-norm/loss trap is exercised with hyper-parameters that make it
+  matter, and a scratch side that falls into it is caught at the right tensor;
+- rows that rounding noise sets (the bias before BatchNorm1d under Adam) are shown, not judged, and
+  float32 trajectories widen a tolerance only where torch itself is inexact;
+- a broken layer is named as the first break; `compare_layer` judges a user's layer; the CLI.
+The last test prints the worst relative errors against torch seen over the whole file.
+The networks are small (20 inputs, hidden 12 and 8, 10 classes) and built from a ModelSpec
+directly: the engine does not care that the spec does not fit MNIST.
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmark import scratch_side
+from benchmark.cli import main
+from benchmark.compare import TOLERANCES, ParityReport, compare, compare_all
+from benchmark.parity import compare_layer, gradient_parity, trajectory_parity
+from scratch_nn import optim
+from scratch_nn.activations import ReLU
+from scratch_nn.layers import BatchNorm1d, Dropout, Linear
+from scratch_nn.losses import CrossEntropyLoss
+from scratch_nn.model import MLP
+from scratch_nn.spec import ACTIVATIONS, INITS, OPTIMIZERS, LayerSpec, ModelSpec, TrainSpec, validate_model
+import torch_ref
+
+INPUTS, CLASSES = 20, 10
+OPTIONS = [(False, 0.0), (True, 0.0), (False, 0.25), (True, 0.25)]  # (batch_norm, dropout) of layer 1
+OPTION_IDS = ["plain", "bn", "dropout", "bn+dropout"]
+# The largest rel error against torch seen by the tests below, per dtype: in one forward/backward
+# pass (judged at TOLERANCES), and in trajectories (judged rows; their tolerance may be wider).
+WORST = {"pass": {"float32": 0.0, "float64": 0.0}, "trajectory": {"float32": 0.0, "float64": 0.0}}
+
+
+@pytest.fixture
+def seed():
+    return 20240611
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These tensors are tiny: a thread pool only adds latency (and contention on shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_model(activation="relu", dtype="float64", init="kaiming_uniform", batch_norm=False, dropout=0.0,
+               seed=0, **model) -> MLP:
+    first = LayerSpec(12, activation, negative_slope=0.1, batch_norm=batch_norm, dropout=dropout)
+    spec = ModelSpec(layers=(first, LayerSpec(8, "tanh")), input_size=INPUTS, output_size=CLASSES, init=init,
+                     init_value=0.05 if init == "constant" else 0.0, dtype=dtype, **model)
+    validate_model(spec)
+    return MLP(spec, np.random.default_rng(seed))
+
+
+def make_batches(sizes, dtype, seed):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((n, INPUTS)).astype(dtype), rng.integers(0, CLASSES, n)) for n in sizes]
+
+
+def assert_parity(report: ParityReport) -> None:
+    for row in report.rows:
+        if row.reference_side == "torch" and row.tolerance < np.inf:
+            worst = WORST["trajectory" if row.name.startswith("step ") else "pass"]
+            worst[report.dtype] = max(worst[report.dtype], row.rel_error)
+    assert report.ok, report.verdict() + "\n" + report.table()
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient parity over activation x initialiser x dtype; the layer options rotate so that every
+# (activation, option) and (initialiser, option) pair occurs in both dtypes.
+
+GRADIENT_CASES = [(activation, init, dtype, OPTIONS[(a + i) % 4])
+                  for (a, activation), (i, init) in itertools.product(enumerate(ACTIVATIONS), enumerate(INITS))
+                  for dtype in ("float32", "float64")]
+
+
+@pytest.mark.parametrize("activation, init, dtype, options", GRADIENT_CASES,
+                         ids=[f"{a}-{i}-{d}-{OPTION_IDS[OPTIONS.index(o)]}" for a, i, d, o in GRADIENT_CASES])
+def test_gradient_parity(activation, init, dtype, options, seed):
+    model = make_model(activation, dtype, init, *options, seed=seed)
+    (x, y), = make_batches([8], dtype, seed)
+    report = gradient_parity(model, x, y, numerical=True)
+    assert_parity(report)
+    assert [row.name for row in report.rows][:2] == ["layers.0.output", "layers.1.output"]
+    assert any(row.reference_side == "numerical" for row in report.rows)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss, label_smoothing, l1", [("cross_entropy", 0.0, 0.0), ("cross_entropy", 0.1, 0.0),
+                                                       ("mse", 0.0, 0.0), ("cross_entropy", 0.0, 1e-2)])
+def test_losses_and_l1(loss, label_smoothing, l1, dtype, seed):
+    model = make_model(dtype=dtype, batch_norm=True, seed=seed, loss=loss, label_smoothing=label_smoothing)
+    (x, y), = make_batches([8], dtype, seed)
+    assert_parity(gradient_parity(model, x, y, l1=l1, numerical=True))
+    train = TrainSpec(optimizer="sgd", lr=0.1, momentum=0.9, l1=l1)
+    assert_parity(trajectory_parity(model, train, make_batches([8, 8, 5], dtype, seed)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_large_batch_with_batch_norm(dtype, seed):
+    """The bias gradient before BatchNorm1d is rounding noise that grows with the batch: judged
+    against the terms it sums (SUM_MARGIN), it stays in tolerance at 1024 examples."""
+    model = make_model("sigmoid", dtype, batch_norm=True, seed=seed)
+    (x, y), = make_batches([1024], dtype, seed)
+    report = gradient_parity(model, x, y)
+    assert_parity(report)
+    rows = {row.name: row for row in report.rows}
+    bias, weight = rows["layers.0.bias.grad"], rows["layers.0.weight.grad"]
+    assert np.abs(bias.reference).max() < 1e-4 * np.abs(weight.reference).max()  # zero but for rounding
+
+
+def test_gradient_parity_leaves_the_model_alone(seed):
+    model = make_model(batch_norm=True, dropout=0.5, seed=seed)
+    before, draws = model.state_dict(), model.layers[3].rng.bit_generator.state
+    (x, y), = make_batches([8], "float64", seed)
+    gradient_parity(model, x, y, numerical=True)
+    assert all(np.array_equal(value, model.state_dict()[key]) for key, value in before.items())
+    assert model.layers[3].rng.bit_generator.state == draws  # no dropout mask was drawn from it
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gradient_parity_in_eval_mode(dtype, seed):
+    model = make_model("gelu", dtype, batch_norm=True, dropout=0.5, seed=seed)
+    (x, y), = make_batches([8], dtype, seed)
+    model.layers[1].buffers["running_var"][...] = 2.0  # running statistics other than the initial ones
+    model.layers[1].buffers["running_mean"][...] = 0.1
+    model.eval()  # batch norm uses its running statistics, dropout is the identity
+    report = gradient_parity(model, x, y, numerical=True)
+    assert_parity(report)
+    dropout = next(row for row in report.rows if row.name == "layers.3.output")
+    np.testing.assert_array_equal(dropout.scratch, next(r for r in report.rows if r.name == "layers.2.output").scratch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trajectory parity over optimiser x dtype x options, 3 steps, the last batch smaller; each
+# optimiser meets all activations and initialisers, schedules stepped every step.
+
+TRAJECTORY_CASES = list(itertools.product(OPTIMIZERS, ("float32", "float64"), range(4)))
+TRAINING = {"sgd": dict(lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=True),
+            "adam": dict(lr=1e-2, weight_decay=1e-3), "adamw": dict(lr=1e-2, weight_decay=1e-1),
+            "rmsprop": dict(lr=1e-2, momentum=0.5, weight_decay=1e-3)}
+
+
+@pytest.mark.parametrize("optimizer, dtype, option", TRAJECTORY_CASES,
+                         ids=[f"{o}-{d}-{OPTION_IDS[k]}" for o, d, k in TRAJECTORY_CASES])
+def test_trajectory_parity(optimizer, dtype, option, seed):
+    index = TRAJECTORY_CASES.index((optimizer, dtype, option))
+    model = make_model(ACTIVATIONS[index % 8], dtype, INITS[index % 7], *OPTIONS[option], seed=seed)
+    schedule = ("constant", "step", "cosine")[index % 3]
+    train = TrainSpec(optimizer=optimizer, schedule=schedule, step_size=2, epochs=4, **TRAINING[optimizer])
+    report = trajectory_parity(model, train, make_batches([8, 8, 5], dtype, seed), step_schedulers=True)
+    assert_parity(report)
+    names = {row.name for row in report.rows}
+    assert {"step 3/loss", "step 3/layers.0.weight", "step 3/lr"} <= names
+    lrs = [row.scratch for row in report.rows if row.name.endswith("/lr")]
+    assert schedule == "constant" or len(set(map(float, lrs))) > 1  # the schedule did move the lr
+
+
+def test_trajectory_rows_set_by_rounding_noise_are_shown_not_judged(seed):
+    model = make_model(batch_norm=True, seed=seed)  # layers.0 Linear feeds layers.1 BatchNorm1d
+    batches = make_batches([8, 8], "float64", seed)
+    adam = trajectory_parity(model, TrainSpec(optimizer="adam", lr=1e-2), batches)
+    unjudged = {row.name for row in adam.rows if row.tolerance == np.inf}
+    assert unjudged == {f"step {k}/{name}" for k in (1, 2) for name in (
+        "layers.0.bias", "layers.0.bias.step", "layers.0.bias.exp_avg", "layers.0.bias.exp_avg_sq",
+        "layers.1.running_mean")}
+    assert "n/a" in adam.table() and "(10 not judged)" in adam.verdict()
+    sgd = trajectory_parity(model, TrainSpec(optimizer="sgd", momentum=0.9), batches)
+    assert all(row.tolerance == TOLERANCES["float64"] for row in sgd.rows)  # everything judged, nothing widened
+
+
+def test_float32_tolerance_widens_only_where_torch_itself_is_inexact(seed):
+    model = make_model(dtype="float32", seed=seed)
+    batches = make_batches([8, 8], "float32", seed)
+    sgd = trajectory_parity(model, TrainSpec(optimizer="sgd", momentum=0.9), batches)
+    assert all(row.tolerance == TOLERANCES["float32"] for row in sgd.rows)
+    records = sgd.records()
+    assert records[0]["name"] == "step 1/loss" and set(records[0]) >= {"rel_error", "cosine", "ok"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The traps: hyper-parameters that make each one matter, and a scratch side that falls into it.
+
+
+class FirstBufferDampened(optim.SGD):
+    """Wrong: dampens the first momentum buffer (torch starts it as the plain gradient)."""
+
+    def _momentum_direction(self, grad, param, state, work):
+        if state.get("momentum_buffer") is None:
+            state["momentum_buffer"] = np.zeros_like(param)
+        return super()._momentum_direction(grad, param, state, work)
+
+
+class DecayAfterMomentum(optim.SGD):
+    """Wrong: applies the weight decay to the parameter after the momentum step, outside the buffer."""
+
+    def step(self, grads):
+        decay, self.weight_decay = self.weight_decay, 0
+        before = {name: param.copy() for name, param in self.params.items()}
+        super().step(grads)
+        for name, param in self.params.items():
+            param -= self.lr * decay * before[name]
+        self.weight_decay = decay
+
+
+class EpsBeforeBiasCorrection(optim.Adam):
+    """Wrong: (sqrt(v) + eps) / sqrt(1 - beta2^t), where torch has sqrt(v) / sqrt(1 - beta2^t) + eps."""
+
+    def step(self, grads):
+        t = self.state[next(iter(self.state))]["step"] + 1
+        saved, self.eps = self.eps, self.eps / (1 - self.betas[1] ** t) ** 0.5
+        super().step(grads)
+        self.eps = saved
+
+
+class BiasedRunningVar(BatchNorm1d):
+    """Wrong: running variance updated with the biased batch variance (the one the forward uses)."""
+
+    def _update_running_stats(self, mean, variance, n):
+        super()._update_running_stats(mean, variance * (n - 1) / n, n)
+
+
+class MeanOverFullBatch(CrossEntropyLoss):
+    """Wrong: divides by the nominal batch size 8 even for a shorter last batch."""
+
+    def forward(self, logits, targets):
+        return super().forward(logits, targets) * (logits.shape[0] / 8)
+
+    def backward(self):
+        return super().backward() * (self._cache[0].shape[0] / 8)
+
+
+def optimizer_from_spec(optimizer_class):
+    """A stand-in for scratch's build_optimizer that builds `optimizer_class` from the spec's fields."""
+    names = [name for name in inspect.signature(optimizer_class).parameters if hasattr(TrainSpec(), name)]
+    return lambda spec, params: optimizer_class(params, **{name: getattr(spec, name) for name in names})
+
+
+def wrong_optimizer(optimizer_class):
+    return lambda model, monkeypatch: monkeypatch.setattr(optim, "build_optimizer", optimizer_from_spec(optimizer_class))
+
+
+def wrong_batch_norm(model, monkeypatch):
+    model.layers[1] = BiasedRunningVar(12, dtype=np.float64)  # a fresh BatchNorm1d, as the model's
+
+
+def wrong_loss(model, monkeypatch):
+    monkeypatch.setattr(scratch_side, "build_loss", lambda spec: MeanOverFullBatch())
+
+
+# trap -> (training options that make it matter, how a scratch side falls into it, the first break)
+TRAPS = {
+    "sgd-first-buffer-undampened": (dict(optimizer="sgd", momentum=0.9, dampening=0.5),
+                                    wrong_optimizer(FirstBufferDampened), "step 1/layers.0.weight"),
+    "sgd-decay-before-momentum": (dict(optimizer="sgd", momentum=0.9, weight_decay=0.1),
+                                  wrong_optimizer(DecayAfterMomentum), "step 1/layers.0.weight.momentum_buffer"),
+    "adam-eps-after-sqrt": (dict(optimizer="adam", lr=1e-2, eps=1e-3),
+                            wrong_optimizer(EpsBeforeBiasCorrection), "step 1/layers.0.weight"),
+    "adamw-decoupled": (dict(optimizer="adamw", lr=1e-2, weight_decay=0.5),
+                        wrong_optimizer(optim.Adam), "step 1/layers.0.weight"),
+    "bn-unbiased-running-var": (dict(optimizer="sgd"), wrong_batch_norm, "step 1/layers.1.running_var"),
+    "ce-mean-over-actual-batch": (dict(optimizer="sgd"), wrong_loss, "step 3/loss"),
+}
+
+
+def trap_setup(trap, seed):
+    model = make_model(batch_norm=True, seed=seed)
+    return model, TrainSpec(**{"lr": 0.1, **TRAPS[trap][0]}), make_batches([8, 8, 3], "float64", seed)
+
+
+@pytest.mark.parametrize("trap", TRAPS)
+def test_trap_parity(trap, seed):
+    model, train, batches = trap_setup(trap, seed)
+    assert_parity(trajectory_parity(model, train, batches))
+
+
+@pytest.mark.parametrize("trap", TRAPS)
+def test_trap_is_caught(trap, seed, monkeypatch):
+    model, train, batches = trap_setup(trap, seed)
+    _, fall_in, first_break = TRAPS[trap]
+    fall_in(model, monkeypatch)
+    report = trajectory_parity(model, train, batches)
+    assert not report.ok
+    assert report.first_break.name == first_break, report.verdict()
+
+
+# ---------------------------------------------------------------------------------------------
+# A broken layer is named first; compare_layer for a user's own layer.
+
+
+class LeakyBackwardReLU(ReLU):
+    """Broken on purpose: the backward lets the gradient of negative inputs through."""
+
+    def _backward(self, grad_out, x):
+        return grad_out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_broken_layer_is_the_first_break(dtype, seed):
+    model = make_model("relu", dtype, seed=seed)
+    model.layers[1] = LeakyBackwardReLU()
+    (x, y), = make_batches([8], dtype, seed)
+    report = gradient_parity(model, x, y, numerical=True)
+    assert not report.ok
+    assert report.first_break.name == "layers.1.grad_input"
+    assert report.first_break.layer == "LeakyBackwardReLU"
+    assert "BREAK at layers.1.grad_input (LeakyBackwardReLU)" in report.verdict()
+    assert not all(row.ok for row in report.rows if row.reference_side == "numerical")  # FD agrees
+
+
+def test_compare_layer_against_torch_and_finite_differences():
+    linear = Linear(5, 3, dtype=np.float64, rng=np.random.default_rng(0))
+    report = compare_layer(linear, nn.Linear(5, 3, dtype=torch.float64))
+    assert report.ok and [row.name for row in report.rows] == ["output", "weight.grad", "bias.grad", "grad_input"]
+    batch_norm = compare_layer(BatchNorm1d(5, dtype=np.float64), nn.BatchNorm1d(5, dtype=torch.float64))
+    assert batch_norm.ok and "running_var" in batch_norm.table()
+    fd = compare_layer(Linear(5, 3, dtype=np.float64, rng=np.random.default_rng(0)), None, input_shape=(6, 5))
+    assert fd.ok and {row.reference_side for row in fd.rows} == {"numerical"}
+    dropout = compare_layer(Dropout(0.5, np.random.default_rng(0)), torch_ref.MaskedDropout(0.5))  # same mask
+    assert dropout.ok and compare_layer(Dropout(0.5, np.random.default_rng(0)), None).ok
+
+
+def test_compare_layer_catches_a_broken_layer():
+    against_torch = compare_layer(LeakyBackwardReLU(), nn.ReLU())
+    assert against_torch.first_break.name == "grad_input"
+    assert compare_layer(LeakyBackwardReLU(), None).first_break.name == "fd/grad_input"
+    with pytest.raises(ValueError, match="finite-difference referee needs dtype 'float64'"):
+        compare_layer(ReLU(), None, dtype="float32")
+
+
+# ---------------------------------------------------------------------------------------------
+# The measures
+
+
+def test_noise_around_zero_is_judged_against_its_kind():
+    rng = np.random.default_rng(0)
+    weight_grad = rng.standard_normal((4, 3))
+    noise_a, noise_b = 1e-12 * rng.standard_normal(4), 1e-12 * rng.standard_normal(4)  # a zero bias gradient
+    alone = compare("bias.grad", noise_a, noise_b, 1e-4)
+    assert not alone.ok  # pure noise against pure noise: the cs231n ratio is about 1
+    pairs = [("w", "Linear", "grad", weight_grad, weight_grad), ("b", "Linear", "grad", noise_a, noise_b)]
+    assert all(row.ok for row in compare_all(pairs, 1e-4, "float32"))  # 1e-12 is below 10 float32 ulps of 3
+    assert not compare_all(pairs, 1e-10, "float64")[1].ok  # but far above 10 float64 ulps
+    real = [("w", "Linear", "grad", weight_grad, weight_grad), ("b", "Linear", "grad", 1e-3 + noise_a, 1.01e-3 + noise_b)]
+    assert not compare_all(real, 1e-4, "float32")[1].ok  # a 1% error in a tensor at 1e-3 of the scale is caught
+
+
+def test_compare_refuses_nan_and_shape_mismatch_and_accepts_zeros():
+    assert not compare("x", np.array([1.0, np.nan]), np.array([1.0, np.nan]), 1e-4).ok
+    assert not compare("x", np.zeros(3), np.zeros(4), 1e-4).ok
+    zeros = compare("x", np.zeros(3), np.zeros(3), 1e-10)
+    assert zeros.ok and zeros.cosine == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line, on real MNIST
+
+
+def test_cli_float64_is_at_parity_and_dumps_both_sides(mnist, tmp_path, capsys):
+    path = tmp_path / "parity.npz"
+    assert main(["parity", "--dtype", "float64", "--steps", "2", "--dump", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "layers.0.weight.grad" in out and "step 2" in out
+    assert out.strip().splitlines()[-1].startswith("parity: ") and "(float64)" in out
+    with np.load(path) as dump:
+        assert dump["scratch/layers.0.weight.grad"].shape == (256, 784)
+        np.testing.assert_allclose(dump["scratch/layers.0.weight.grad"], dump["torch/layers.0.weight.grad"],
+                                   rtol=0, atol=1e-12)
+        assert "torch/step 2/layers.0.weight.momentum_buffer" in dump and "numerical/fd/layers.0.weight.grad" in dump
+    assert [p.name for p in tmp_path.iterdir()] == ["parity.npz"]  # no temporary file left behind
+
+
+def test_cli_float32_is_at_parity(mnist, capsys):
+    assert main(["parity", "--dtype", "float32", "--steps", "2"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("parity: ")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--layers", "256:foo,10"], "unknown activation 'foo'"),
+    (["--batch", "0"], "--batch must be in"),
+])
+def test_cli_bad_input_exits_2_without_traceback(argv, message):
+    result = subprocess.run([sys.executable, "-m", "benchmark", "parity", *argv], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_worst_errors_are_within_the_documented_tolerances():
+    """Runs last (file order): the largest rel errors against torch the tests above saw."""
+    print(f"\nworst rel error vs torch: {WORST}")
+    for dtype, worst in WORST["pass"].items():
+        assert 0 < worst <= TOLERANCES[dtype]

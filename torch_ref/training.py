@@ -1,0 +1,92 @@
+"""Loss, L1 penalty, optimiser and schedule of a spec, as torch's own classes with torch's names.
+
+    loss_fn = build_loss(model_spec)                    # nn.CrossEntropyLoss or MSE on one-hot
+    optimizer = build_optimizer(train_spec, module)     # torch.optim.SGD / Adam / AdamW / RMSprop
+    scheduler = build_scheduler(train_spec, optimizer)  # StepLR / CosineAnnealingLR, or None
+    loss = loss_fn(logits, targets) + l1_penalty(module, train_spec.l1)
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scratch_nn.spec import ModelSpec, TrainSpec
+
+
+class OneHotMSELoss(nn.Module):
+    """`nn.MSELoss` (mean over N * C) between the logits and the one-hot encoded class targets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mse = nn.MSELoss()
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        one_hot = F.one_hot(targets, num_classes=logits.shape[1]).to(logits.dtype)  # (N, C)
+        return self.mse(logits, one_hot)
+
+
+def build_loss(model_spec: ModelSpec) -> nn.Module:
+    """`nn.CrossEntropyLoss(label_smoothing=...)` or `OneHotMSELoss()`; both average over the batch given."""
+    if model_spec.loss == "cross_entropy":
+        return nn.CrossEntropyLoss(label_smoothing=model_spec.label_smoothing)
+    return OneHotMSELoss()
+
+
+def l1_penalty(module: nn.Module, l1: float) -> torch.Tensor:
+    """`l1 * sum |W|` over the weights of every `nn.Linear` (not biases, not batch-norm)."""
+    total = sum(layer.weight.abs().sum() for layer in module.modules() if isinstance(layer, nn.Linear))
+    return l1 * total
+
+
+def build_optimizer(train_spec: TrainSpec, module: nn.Module) -> torch.optim.Optimizer:
+    """torch.optim's optimiser named by the spec, over all of `module`'s parameters."""
+    t = train_spec
+    params = module.parameters()
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, dampening=t.dampening,
+                               weight_decay=t.weight_decay, nesterov=t.nesterov)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)
+    if t.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=t.lr, alpha=t.alpha, eps=t.eps,
+                                   weight_decay=t.weight_decay, momentum=t.momentum)
+    raise ValueError(f"unknown optimizer {t.optimizer!r}")  # spec validation makes this unreachable
+
+
+def build_scheduler(train_spec: TrainSpec,
+                    optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """StepLR or CosineAnnealingLR (T_max = epochs), stepped once per epoch; None for "constant"."""
+    if train_spec.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_spec.step_size, gamma=train_spec.gamma)
+    if train_spec.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_spec.epochs)
+    return None
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, module: nn.Module) -> dict[str, dict[str, np.ndarray]]:
+    """The optimiser's per-parameter state by parameter name, as NumPy: {"layers.0.weight":
+    {"momentum_buffer": ...}} with torch's state names (`step`, `exp_avg`, `exp_avg_sq`, `square_avg`,
+    `momentum_buffer`). Entries torch keeps as None (SGD's buffer without momentum) are left out."""
+    state = {}
+    for name, param in module.named_parameters():
+        entries = optimizer.state.get(param, {})
+        state[name] = {key: value.detach().cpu().numpy().copy() if torch.is_tensor(value) else np.asarray(value)
+                       for key, value in entries.items() if value is not None}
+    return state
+
+
+def training_state(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+    """Everything a step changes, by name: parameters ("layers.0.weight"), optimiser states
+    ("layers.0.weight.exp_avg"), buffers ("layers.1.running_var") and "lr", as NumPy copies."""
+    states = optimizer_state(optimizer, module)
+    state = {}
+    for name, param in module.named_parameters():
+        state[name] = param.detach().numpy().copy()
+        state.update({f"{name}.{key}": value for key, value in states[name].items()})
+    state.update({name: value.detach().numpy().copy() for name, value in module.named_buffers()})
+    state["lr"] = np.array(optimizer.param_groups[0]["lr"])
+    return state
