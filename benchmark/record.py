@@ -55,4 +55,5 @@ class RunRecord:
     environment: dict = field(default_factory=dict)        # python/numpy/torch versions, BLAS, threads
     parity_verdict: str = ""        # one line, e.g. "gradients agree: worst rel error 3e-13 (float64)"
     stopped: str | None = None      # why training stopped early (divergence), or None
+    targets: list[dict] = field(default_factory=list)  # {"target", "measured", "holds"}: the run's own checks
     seconds_total: float = 0.0

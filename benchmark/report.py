@@ -152,7 +152,7 @@ def summary(record: RunRecord, frames: dict[str, pd.DataFrame]) -> dict:
             "disagreements": len(frames["disagreements"]) if both else None,
             "test_images": None if record.test_labels is None else len(record.test_labels),
             "parity_verdict": record.parity_verdict, "stopped": record.stopped,
-            "seconds_total": record.seconds_total}
+            "seconds_total": record.seconds_total, "targets": record.targets}
 
 
 def json_ready(value):
@@ -233,15 +233,18 @@ def render_figures(record: RunRecord, frames: dict[str, pd.DataFrame], folder: P
     return pngs
 
 
-def write_contents(record: RunRecord, folder: Path) -> None:
-    """Write every file of the report into `folder` (which exists and is empty)."""
+def write_contents(record: RunRecord, folder: Path, finalize: Callable[[RunRecord], None] | None = None) -> None:
+    """Write every file of the report into `folder` (which exists and is empty); `finalize(record)`
+    runs after the plots, just before the summary and pages that state the total time are written."""
     frames = tables(record)
     for stem, frame in frames.items():
         frame.to_csv(folder / f"{stem}.csv", index=stem.startswith("confusion_"))
+    pngs = render_figures(record, frames, folder)
+    if finalize is not None:
+        finalize(record)
     data = summary(record, frames)
     (folder / "summary.json").write_text(json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n",
                                          encoding="utf-8")
-    pngs = render_figures(record, frames, folder)
     sections = report_page.sections(record, frames, data, pngs)
     (folder / "report.html").write_text(report_page.to_html(record.spec.name, sections, pngs), encoding="utf-8")
     (folder / "report.md").write_text(report_page.to_markdown(record.spec.name, sections), encoding="utf-8")
@@ -257,8 +260,12 @@ def folder_name(record: RunRecord, name: str | None) -> str:
     return name
 
 
-def write_report(record: RunRecord, out_dir: Path, name: str | None = None) -> Path:
+def write_report(record: RunRecord, out_dir: Path, name: str | None = None,
+                 finalize: Callable[[RunRecord], None] | None = None) -> Path:
     """Write the report of `record` as the folder `out_dir/<name>` and return its path.
+
+    `finalize(record)` is called once the plots are drawn, before summary.json and the pages: the
+    run sets its total time and checks its targets there, so that they include the report's own time.
 
     Everything is built in `out_dir/.tmp-<name>-<pid>` and renamed into place at the end; on any
     failure or Ctrl-C the temporary folder is removed and an earlier report of that name is kept.
@@ -270,7 +277,7 @@ def write_report(record: RunRecord, out_dir: Path, name: str | None = None) -> P
     shutil.rmtree(temporary, ignore_errors=True)  # left by a killed earlier process with our pid
     temporary.mkdir()
     try:
-        write_contents(record, temporary)
+        write_contents(record, temporary, finalize)
         swap_in(temporary, final)
     except BaseException:  # KeyboardInterrupt too: never leave a half-written folder behind
         shutil.rmtree(temporary, ignore_errors=True)

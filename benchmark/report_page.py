@@ -93,6 +93,9 @@ def verdict(record: RunRecord, data: dict) -> list[tuple]:
                       if disagree == 0 else f"{disagree} of {count} ({disagree / count:.2%})"))
     facts.append(("total time", f"{record.seconds_total:.1f} s"))
     blocks.append(("facts", facts))
+    if record.targets:
+        blocks.append(("table", pd.DataFrame([{"target": row["target"], "measured": row["measured"],
+                                               "holds": "yes" if row["holds"] else "NO"} for row in record.targets])))
     missing = [side for side in SIDES if sides[side]["test_accuracy"] is None]
     if missing:
         blocks.append(("p", f"No final test evaluation of {' and '.join(missing)}: without test predictions there "

@@ -1,0 +1,126 @@
+"""`svt run` end to end on a small slice of real MNIST: the report's files, interruption, divergence."""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from benchmark.record import COLUMNS
+
+SLICE = ["--train-limit", "600", "--test-limit", "300", "--epochs", "1", "--batch-size", "64", "--check-every", "2", "--quiet"]
+
+
+def svt_run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmark", "run", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, mnist):  # `mnist`: the real data is fetched before the subprocess needs it
+    out = tmp_path_factory.mktemp("reports")
+    result = svt_run(*SLICE, "--out", str(out), "--name", "small", "--layers", "64:relu,32:tanh,10")
+    assert result.returncode == 0, result.stderr
+    return out / "small", result
+
+
+def test_every_file_is_written(report):
+    folder, _ = report
+    expected = {"report.html", "report.md", "summary.json", "steps.csv", "epochs.csv", "confusion_scratch.csv",
+                "confusion_torch.csv", "parity.csv", "layers.csv", "units.csv", "drift.csv", "classes.csv",
+                "disagreements.csv", "loss_steps.png", "epochs.png", "confusion.png", "grad_norms.png",
+                "parity_drift.png", "first_layer.png", "gallery.png"}
+    assert expected <= {path.name for path in folder.iterdir()}
+    assert not [path for path in folder.parent.iterdir() if path.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("table", sorted(COLUMNS))
+def test_csvs_parse_with_the_documented_columns(report, table):
+    frame = pd.read_csv(report[0] / f"{table}.csv")
+    assert list(frame.columns) == COLUMNS[table]
+    assert len(frame) > 0
+    if "side" in frame:
+        assert set(frame["side"]) == {"scratch", "torch"}
+
+
+def test_steps_cover_every_batch_on_both_sides(report):
+    steps = pd.read_csv(report[0] / "steps.csv")
+    assert steps.groupby("side")["step"].max().tolist() == [10, 10]  # 600 images / batch 64 -> 10 steps, the last of 24
+    assert steps["loss"].notna().all()
+
+
+def test_confusion_matrices_count_the_test_images(report):
+    for side in ("scratch", "torch"):
+        confusion = pd.read_csv(report[0] / f"confusion_{side}.csv", index_col=0)
+        assert confusion.shape == (10, 10)
+        assert confusion.to_numpy().sum() == 300
+
+
+def test_summary_carries_both_sides_and_the_parity_verdict(report):
+    summary = json.loads((report[0] / "summary.json").read_text())
+    for side in ("scratch", "torch"):
+        assert 0.0 <= summary["sides"][side]["test_accuracy"] <= 1.0
+        assert summary["sides"][side]["train_seconds"] > 0
+    assert summary["parity_verdict"].startswith("gradients agree at all 6 checks")
+    assert summary["spec"]["model"]["layers"][1]["activation"] == "tanh"
+    assert {"python", "numpy", "torch", "blas", "torch_threads"} <= set(summary["environment"])
+    assert summary["targets"] and all("(on a subset" in row["target"] for row in summary["targets"])
+    assert summary["stopped"] is None
+
+
+def test_html_is_self_contained_and_names_both_accuracies(report):
+    html = (report[0] / "report.html").read_text()
+    summary = json.loads((report[0] / "summary.json").read_text())
+    assert html.count("data:image/png;base64,") >= 6
+    assert "<script" not in html and "src=\"http" not in html and "href=\"http" not in html
+    for side in ("scratch", "torch"):
+        assert f"{100 * summary['sides'][side]['test_accuracy']:.2f}%" in html
+    assert "parity" in html.lower()
+
+
+def test_terminal_gives_the_answer(report):
+    _, result = report
+    assert "test accuracy: scratch" in result.stdout and "gradient parity: gradients agree" in result.stdout
+
+
+def test_divergence_stops_with_a_message_and_still_writes(tmp_path, mnist):
+    result = svt_run(*SLICE, "--out", str(tmp_path), "--name", "diverged", "--lr", "1e4")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "loss became nan at step" in result.stdout or "loss became inf at step" in result.stdout
+    assert "lower the learning rate" in result.stdout
+    summary = json.loads((tmp_path / "diverged" / "summary.json").read_text())
+    assert "diverged" in summary["stopped"]
+    assert summary["sides"]["scratch"]["test_accuracy"] is None
+
+
+def test_interrupted_run_leaves_the_previous_report_intact(tmp_path, report):
+    previous = report[0]
+    out = previous.parent
+    before = {path.name: path.read_bytes() for path in previous.iterdir()}
+    process = subprocess.Popen([sys.executable, "-m", "benchmark", "run", "--out", str(out), "--name", "small",
+                                "--train-limit", "6000", "--epochs", "50", "--check-every", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen, deadline = "", time.monotonic() + 120
+        while "epoch 1/50" not in seen and time.monotonic() < deadline:  # tqdm's bar: training has begun
+            ready, _, _ = select.select([process.stderr], [], [], 1.0)
+            if ready:
+                seen += os.read(process.stderr.fileno(), 4096).decode(errors="replace")
+        assert "epoch 1/50" in seen, seen
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    stderr = seen + stderr.decode(errors="replace")
+    assert process.returncode == 130
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert {path.name: path.read_bytes() for path in previous.iterdir()} == before
+    assert sorted(path.name for path in out.iterdir() if not path.name.startswith("small")) == [], os.listdir(out)
