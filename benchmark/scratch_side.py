@@ -111,10 +111,11 @@ def numerical_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float =
     masks = {name: mask[:batch].astype(np.float64) for name, mask in (masks or {}).items()}
     loss_fn, kinds = build_loss(model.spec), {name: type(layer).__name__ for name, layer in model.named_layers()}
 
-    def loss() -> float:
-        return float(scratch_pass_forward(model, loss_fn, x, y, l1, masks))
+    seen = scratch_pass(model, x, y, l1, masks)  # draws the masks it was not given
 
-    seen = scratch_pass(model, x, y, l1, masks)
+    def loss() -> float:  # every evaluation with the very masks the analytic pass used
+        return float(scratch_pass_forward(model, loss_fn, x, y, l1, seen.masks))
+
     analytic, rng, pairs = seen.grads, np.random.default_rng(seed), []
     for name, param in model.named_parameters():
         indices = sample_indices(param.size, samples, rng)

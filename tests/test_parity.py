@@ -409,3 +409,11 @@ def test_worst_errors_are_within_the_documented_tolerances():
     print(f"\nworst rel error vs torch: {WORST}")
     for dtype, worst in WORST["pass"].items():
         assert 0 < worst <= TOLERANCES[dtype]
+
+
+def test_finite_differences_hold_the_masks_they_drew(seed):
+    """Without masks given, the referee draws one set and keeps it for every loss evaluation."""
+    model = make_model(dropout=0.5)
+    x, y = make_batches([16], "float64", seed)[0]
+    report = scratch_side.numerical_parity(model, x, y)
+    assert report.ok, report.table()
