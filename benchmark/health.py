@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark.checks import CheckResult, working_copy
+from benchmark.lockstep import unit_stats
 from scratch_nn.activations import ReLU, Sigmoid, Tanh
 from scratch_nn.layers import Linear
 from scratch_nn.losses import build_loss
@@ -28,15 +29,6 @@ VANISHING_RATIO = 1e-3
 EXPLODING_RATIO = 1e3
 DEAD_FRACTION = 0.5  # a ReLU layer with more than half its units dead is flagged
 SATURATED_FRACTION = 0.5  # a sigmoid/tanh layer with more than half its outputs saturated is flagged
-SIGMOID_TAIL = 0.01
-TANH_TAIL = 0.99
-
-
-def saturated_fraction(layer, output: np.ndarray) -> float:
-    """The fraction of a sigmoid's or tanh's outputs where its slope is nearly zero."""
-    if isinstance(layer, Sigmoid):
-        return float(np.mean((output < SIGMOID_TAIL) | (output > 1 - SIGMOID_TAIL)))
-    return float(np.mean(np.abs(output) > TANH_TAIL))
 
 
 def layer_profile(model, x: np.ndarray, y: np.ndarray) -> list[dict]:
@@ -48,11 +40,11 @@ def layer_profile(model, x: np.ndarray, y: np.ndarray) -> list[dict]:
         hidden = x
         for name, layer in model.named_layers():
             hidden = layer.forward(hidden)
+            stats = unit_stats(type(layer).__name__, hidden)
             if isinstance(layer, ReLU):
-                rows.append({"layer": name, "type": "ReLU", "dead": float(np.mean(np.all(hidden <= 0, axis=0)))})
+                rows.append({"layer": name, "type": "ReLU", "dead": stats["dead_fraction"]})
             elif isinstance(layer, (Sigmoid, Tanh)):
-                rows.append({"layer": name, "type": type(layer).__name__,
-                             "saturated": saturated_fraction(layer, hidden)})
+                rows.append({"layer": name, "type": type(layer).__name__, "saturated": stats["saturated_fraction"]})
         loss_fn = build_loss(model.spec)
         loss_fn.forward(hidden, y)
         model.backward(loss_fn.backward(), input_grad=False)

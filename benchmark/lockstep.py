@@ -29,7 +29,7 @@ def unit_stats(kind: str, output: np.ndarray) -> dict:
     """Dead fraction (ReLU: units never positive over the batch) and saturated fraction (Sigmoid,
     Tanh: outputs in the flat tails) of one activation layer's (N, units) output; NaN where the
     statistic does not apply to that activation."""
-    dead = float(np.mean(np.all(output <= 0, axis=0))) if kind in ("ReLU", "LeakyReLU") else np.nan
+    dead = float(np.mean(np.all(output <= 0, axis=0))) if kind == "ReLU" else np.nan
     if kind == "Sigmoid":
         saturated = float(np.mean((output < SIGMOID_TAIL) | (output > 1 - SIGMOID_TAIL)))
     elif kind == "Tanh":
