@@ -1,4 +1,8 @@
 """Errors meant for people: the CLI prints their message as one line and exits with status 2."""
+from __future__ import annotations
+
+import os
+import tempfile
 
 
 class UserError(Exception):
@@ -11,3 +15,32 @@ class UserError(Exception):
 
 class DataError(UserError):
     """MNIST could not be found, fetched or verified."""
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """Refuse, before any work, an output file that could not be written at the end: a directory,
+    or a file in a folder that does not exist or where no file can be created."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path!r} is a folder; give a file name, e.g. {os.path.join(path, 'out')!r}")
+    if not os.path.isdir(folder):
+        raise UserError(f"{flag} {path!r}: the folder {folder!r} does not exist")
+    _probe(folder, f"{flag} {path!r}: no file can be written in {folder!r}")
+
+
+def check_output_folder(path: str, flag: str) -> None:
+    """Create `path` if needed and check that files can be written in it, before any work."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{flag} {path!r} cannot be created: {error.strerror}") from None
+    _probe(path, f"{flag} {path!r}: no file can be written there")
+
+
+def _probe(folder: str, message: str) -> None:
+    """Create and delete a temporary file in `folder` (os.access says yes to root everywhere)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"{message} ({error.strerror})") from None

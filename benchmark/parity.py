@@ -31,13 +31,12 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 from dataclasses import replace
 
 import numpy as np
 
 from benchmark.compare import SUM_MARGIN, TOLERANCES, ParityReport, compare_all
-from benchmark.errors import UserError
+from benchmark.errors import UserError, check_output_file
 from benchmark.scratch_side import (batch_sum_scale, layer_numerical_parity, loss_free_names, numerical_parity,
                                     scratch_pass)
 
@@ -306,8 +305,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps {args.steps} batches of {batch} exceed MNIST's 60000 training images")
     if batch < 2 and any(layer.batch_norm for layer in spec.model.layers):
         raise UserError(f"--batch {batch}: batch norm needs at least 2 examples per batch in training")
-    if args.dump and not os.path.isdir(os.path.dirname(os.path.abspath(args.dump))):
-        raise UserError(f"--dump {args.dump!r}: the folder {os.path.dirname(os.path.abspath(args.dump))!r} does not exist")
+    if args.dump:
+        check_output_file(args.dump, "--dump")
     model, batches = mnist_batches(spec, batch, max(args.steps, 1), args.data_dir)
     print(f"parity: spec {spec.name}, {spec.model.dtype}, batch {batch}, {args.steps} steps of {spec.train.optimizer}")
     gradient = gradient_parity(model, *batches[0], l1=spec.train.l1, numerical=True)

@@ -17,7 +17,6 @@ pure NumPy functions; the figures live in `benchmark.plots`, the page layout in 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import plots, report_page
+from benchmark.jsonio import json_ready
 from benchmark.record import COLUMNS, SIDES, RunRecord
 from scratch_nn.spec import to_dict
 
@@ -153,21 +153,6 @@ def summary(record: RunRecord, frames: dict[str, pd.DataFrame]) -> dict:
             "test_images": None if record.test_labels is None else len(record.test_labels),
             "parity_verdict": record.parity_verdict, "stopped": record.stopped,
             "seconds_total": record.seconds_total, "targets": record.targets}
-
-
-def json_ready(value):
-    """`value` as plain JSON data: NumPy scalars and arrays unwrapped, nan/inf as null."""
-    if isinstance(value, dict):
-        return {str(key): json_ready(item) for key, item in value.items()}
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 
 def figures(record: RunRecord, frames: dict[str, pd.DataFrame]) -> list[tuple[str, Callable]]:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.errors import UserError, check_output_folder
 from benchmark.record import RunRecord
 from benchmark.specargs import add_model_arguments, spec_from_args
 from scratch_nn.spec import Spec
@@ -55,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _check_limits(args: argparse.Namespace, spec: Spec) -> None:
+def check_input(args: argparse.Namespace, spec: Spec) -> None:
+    """Refuse, before training, what would only fail at the end or half-way."""
     for flag, value in (("--train-limit", args.train_limit), ("--test-limit", args.test_limit),
                         ("--check-every", args.check_every)):
         if value is not None and value < 1:
@@ -66,11 +68,15 @@ def _check_limits(args: argparse.Namespace, spec: Spec) -> None:
             raise UserError(f"with batch-norm, the last batch of {train_size} images in batches of "
                             f"{spec.train.batch_size} would hold 1 image, whose variance is undefined "
                             "(torch refuses it too); choose another --batch-size")
+    if args.name is not None and (not args.name or args.name.startswith(".") or "/" in args.name
+                                  or os.sep in args.name):
+        raise UserError(f"--name {args.name!r} must be a plain folder name (no '/', not starting with '.')")
+    check_output_folder(args.out, "--out")
 
 
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
-    _check_limits(args, spec)
+    check_input(args, spec)
     from benchmark.data import as_inputs, as_labels, load_mnist
     from benchmark.report import write_report
     from benchmark.training_run import train_side_by_side

@@ -28,15 +28,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
-import os
 import textwrap
 import time
 from dataclasses import asdict
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.errors import check_output_file
+from benchmark.jsonio import json_ready
 
 INIT_BATCH = 512  # check 1: enough images that the mean loss is within ~0.02 of its expectation
 GRADCHECK_BATCH = 16  # check 2: one loss evaluation per sampled coordinate, so a small batch
@@ -61,16 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_input(spec, json_path: str | None) -> None:
-    """Refuse what would only fail half-way: a --json folder that does not exist, batch-norm with
-    batches of one."""
+    """Refuse what would only fail half-way: a --json file that cannot be written."""
     if json_path is not None:
-        folder = os.path.dirname(os.path.abspath(json_path))
-        if not os.path.isdir(folder) or os.path.isdir(json_path):
-            raise UserError(f"--json {json_path!r}: give a file in an existing folder ({folder!r} "
-                            f"{'is the file name given' if os.path.isdir(json_path) else 'does not exist'})")
-    if spec.train.batch_size < 2 and any(layer.batch_norm for layer in spec.model.layers):
-        raise UserError(f"--batch-size {spec.train.batch_size}: batch-norm needs batches of 2 or more "
-                        "to compute batch statistics")
+        check_output_file(json_path, "--json")
 
 
 def sanity_data(spec, mnist, rng: np.random.Generator) -> dict:
@@ -141,19 +133,6 @@ def verdict(results: list) -> str:
             f"one first ({failed[0]}): later checks build on earlier ones")
 
 
-def plain(value):
-    """`value` as JSON data: NumPy scalars unwrapped, nan/inf as null (json would write NaN)."""
-    if isinstance(value, dict):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_json(path: str, spec, results: list, seconds: float) -> None:
     """The results as JSON, written atomically (a temporary file beside `path`, then os.replace)."""
     from benchmark.data import write_atomically
@@ -161,7 +140,7 @@ def write_json(path: str, spec, results: list, seconds: float) -> None:
 
     document = {"spec": to_dict(spec), "passed": all(result.passed for result in results),
                 "seconds": seconds, "checks": [asdict(result) for result in results]}
-    text = json.dumps(plain(document), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(json_ready(document), indent=2, allow_nan=False) + "\n"
     write_atomically(path, lambda file: file.write(text.encode("utf-8")))
 
 

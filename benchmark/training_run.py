@@ -203,6 +203,9 @@ def finish(record: RunRecord, sides, seconds: dict, test) -> RunRecord:
                                     "process_peak_rss_mb": peak_rss_mb()}
     if test is not None:
         record.test_labels = test[1]
+    last_step = max((row["step"] for row in record.steps), default=0)
+    if last_step and not any(row["step"] == last_step for row in record.drift):  # the final drift
+        record.drift += [{"step": last_step, **row} for row in drift_rows(sides[0].weights(), sides[1].weights())]
     record.parity_verdict = parity_verdict(record)
     return record
 

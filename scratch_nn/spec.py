@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -193,6 +193,9 @@ def validate(spec: Spec, where: str = "spec") -> Spec:
     if spec.model.input_size != MNIST_INPUT_SIZE:
         raise SpecError(f"{where}: input_size {spec.model.input_size} does not fit MNIST images, "
                         f"which have {MNIST_INPUT_SIZE} pixels (28x28); use input_size = {MNIST_INPUT_SIZE}")
+    if spec.train.batch_size < 2 and any(layer.batch_norm for layer in spec.model.layers):
+        raise SpecError(f"{where}: batch_size {spec.train.batch_size} with batch_norm: batch-norm needs "
+                        "at least 2 examples per batch for its statistics (torch refuses 1 too)")
     if spec.model.output_size != MNIST_CLASSES:
         raise SpecError(f"{where}: output size {spec.model.output_size} does not fit MNIST, which has "
                         f"{MNIST_CLASSES} classes; the last layer must have {MNIST_CLASSES} units")
@@ -211,6 +214,10 @@ def _build(cls: type, table: Any, where: str, converters: dict[str, Any] | None 
     for key in table:
         if key not in allowed:
             raise SpecError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [key for key in required if key not in table]
+    if missing:
+        raise SpecError(f"{where}: missing key {missing[0]!r} (required: {', '.join(required)})")
     values = dict(table)
     for key, convert in (converters or {}).items():
         if key in values:

@@ -59,3 +59,35 @@ def test_specs_lists_the_builtins():
     assert result.returncode == 0
     for name in ("mnist-mlp", "deep-sigmoid", "deep-relu-he", "dropout-bn", "adam"):
         assert name in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--spec", "dropout-bn", "--batch-size", "1"], "batch-norm needs at least 2 examples per batch"),
+    (["sanity", "--spec", "dropout-bn", "--batch-size", "1"], "batch-norm needs at least 2 examples per batch"),
+    (["run", "--name", "a/b"], "--name 'a/b' must be a plain folder name"),
+    (["run", "--out", "/proc/no-such-folder"], "--out '/proc/no-such-folder' cannot be created"),
+    (["parity", "--dump", "/proc/x.npz"], "--dump '/proc/x.npz': no file can be written in '/proc'"),
+    (["parity", "--dump", "/no-such-folder/x.npz"], "the folder '/no-such-folder' does not exist"),
+    (["sanity", "--json", "/proc/x.json"], "--json '/proc/x.json': no file can be written in '/proc'"),
+    (["run", "--check-every", "0"], "--check-every must be a positive integer, got 0"),
+    (["run", "--lr", "nan"], "lr must be a finite number"),
+])
+def test_output_paths_and_settings_are_refused_before_any_work(args, message, tmp_path):
+    result = svt(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_folder_given_as_an_output_file_is_refused(tmp_path):
+    result = svt("parity", "--dump", str(tmp_path))
+    assert result.returncode == 2
+    assert f"--dump '{tmp_path}' is a folder" in result.stderr
+
+
+def test_a_layer_without_units_is_a_clear_error(tmp_path):
+    path = tmp_path / "no_units.toml"
+    path.write_text("[model]\n[[model.layers]]\nactivation = 'relu'\n")
+    result = svt("describe", "--spec", str(path))
+    assert result.returncode == 2
+    assert f"{path}: model.layers[0]: missing key 'units'" in result.stderr

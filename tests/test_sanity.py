@@ -241,7 +241,7 @@ def test_huge_learning_rate_fails_cleanly(mnist):
 @pytest.mark.parametrize("args, message", [
     (["--lr", "-1"], "lr must be a finite number in (0, inf), got -1.0"),
     (["--spec", "no-such-spec"], "unknown built-in spec 'no-such-spec'"),
-    (["--json", "/no/such/folder/out.json"], "--json '/no/such/folder/out.json': give a file in an existing folder"),
+    (["--json", "/no/such/folder/out.json"], "--json '/no/such/folder/out.json': the folder '/no/such/folder' does not exist"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message):
     result = svt_sanity(*args)
