@@ -12,11 +12,11 @@ import argparse
 
 import numpy as np
 
+from scratch_nn.activations import ACTIVATION_CLASSES
 from benchmark.specargs import add_model_arguments, spec_from_args
 from scratch_nn.spec import Spec, builtin_spec_names, load_builtin_spec
 
-ACTIVATION_TYPES = {"Identity": "identity", "ReLU": "relu", "LeakyReLU": "leaky_relu", "Sigmoid": "sigmoid",
-                    "Tanh": "tanh", "ELU": "elu", "GELU": "gelu", "Softplus": "softplus"}
+ACTIVATION_TYPES = {cls.__name__: name for name, cls in ACTIVATION_CLASSES.items()}  # "ReLU" -> "relu"
 
 
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:

@@ -40,9 +40,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "softplus")
-INITS = ("torch_default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
-         "zeros", "constant")
+from scratch_nn.activations import ACTIVATION_CLASSES
+from scratch_nn.init import SCHEMES
+
+ACTIVATIONS = tuple(ACTIVATION_CLASSES)  # identity, relu, leaky_relu, sigmoid, tanh, elu, gelu, softplus
+INITS = SCHEMES  # torch_default, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, zeros, constant
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
