@@ -17,10 +17,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from scratch_nn.layers import Dropout, Linear
+from scratch_nn.layers import Dropout
 from scratch_nn.losses import build_loss
 from scratch_nn.optim import build_optimizer
 from scratch_nn.spec import TrainSpec
+from scratch_nn.train import train_step
 
 CROSS_ENTROPY_TOLERANCE = 0.5  # logits of rms s add about s^2 / 2 to ln(C): 0.5 allows s up to 1
 MSE_TOLERANCE = 1.0  # logits of rms s add about s^2 to 1/C: 1.0 allows the same s up to 1
@@ -47,7 +48,7 @@ class CheckResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training helpers (a training step would belong in scratch_nn; it lives here until it has a home)
+# Training helpers (the step itself is scratch_nn.train.train_step)
 
 
 def working_copy(model, dropout: bool = True):
@@ -58,21 +59,6 @@ def working_copy(model, dropout: bool = True):
         if isinstance(layer, Dropout):
             layer.training = dropout
     return model
-
-
-def train_step(model, loss_fn, optimizer, x: np.ndarray, y: np.ndarray,
-               l1: float = 0.0) -> tuple[float, np.ndarray]:
-    """One step: forward, loss, backward (plus l1 * sign(W) on Linear weights), optimiser step.
-    Returns the data loss (without the l1 term) and the logits, both from before the update."""
-    logits = model.forward(x)
-    loss = float(loss_fn.forward(logits, y))
-    model.backward(loss_fn.backward(), input_grad=False)
-    if l1:
-        for layer in model.layers:
-            if isinstance(layer, Linear):
-                layer.grads["weight"] += l1 * np.sign(layer.params["weight"])
-    optimizer.step(dict(model.named_gradients()))
-    return loss, logits
 
 
 def train(model, train_spec: TrainSpec, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> list[float]:

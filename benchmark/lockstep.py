@@ -15,11 +15,12 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark.memory import SideMemory
-from scratch_nn.layers import Dropout, Linear
+from scratch_nn.layers import Dropout
 from scratch_nn.losses import build_loss, softmax
 from scratch_nn.model import MLP
 from scratch_nn.optim import build_optimizer, build_scheduler
 from scratch_nn.spec import Spec
+from scratch_nn.train import add_l1_gradient, l1_penalty
 
 SIGMOID_TAIL = 0.01  # a sigmoid output below 0.01 or above 0.99 is saturated (slope < 0.01)
 TANH_TAIL = 0.99     # a tanh output beyond +-0.99 is saturated (slope < 0.02)
@@ -64,21 +65,17 @@ class ScratchSide:
             self.optimizer = build_optimizer(spec.train, dict(self.model.named_parameters()))
             self.scheduler = build_scheduler(spec.train, self.optimizer)
         self.l1 = spec.train.l1
-        self.linears = [layer for _, layer in self.model.named_layers() if isinstance(layer, Linear)]
         self.diagnostics: dict = {}
 
     def step(self, x: np.ndarray, y: np.ndarray, observe: bool = False) -> tuple[float, int]:
         """One training step; returns the loss (L1 term included) and the number of correct argmaxes."""
         self.model.train()
         logits = self._forward_observed(x) if observe else self.model.forward(x)
-        loss = float(self.loss_fn.forward(logits, y))
+        loss = float(self.loss_fn.forward(logits, y)) + l1_penalty(self.model, self.l1)
         self.memory.sample()
         self.model.backward(self.loss_fn.backward(), input_grad=False)
         self.memory.sample()
-        if self.l1:
-            for layer in self.linears:
-                loss += self.l1 * float(np.abs(layer.params["weight"]).sum())
-                layer.grads["weight"] += self.l1 * np.sign(layer.params["weight"])
+        add_l1_gradient(self.model, self.l1)
         grads = dict(self.model.named_gradients())
         before = self.weights() if observe else None
         self.optimizer.step(grads)

@@ -19,8 +19,9 @@ import numpy as np
 
 from benchmark.compare import FD_NOISE_MARGIN, FD_TOLERANCE, ParityReport, compare_all
 from scratch_nn.gradcheck import numerical_gradient, sample_indices
-from scratch_nn.layers import BatchNorm1d, Dropout, Linear
+from scratch_nn.layers import BatchNorm1d, Dropout
 from scratch_nn.losses import build_loss
+from scratch_nn.train import add_l1_gradient, l1_penalty
 
 FD_STEP = 1e-6
 FD_SAMPLES = 12  # coordinates per parameter tensor checked by finite differences (all, if fewer)
@@ -40,12 +41,6 @@ class Pass:
     masks: dict[str, np.ndarray]  # dropout layer -> the mask it applied
 
 
-def l1_value(model, l1: float) -> float:
-    """l1 * sum |W| over the weights of the model's Linear layers."""
-    return l1 * sum(np.abs(layer.params["weight"]).sum() for _, layer in model.named_layers()
-                    if isinstance(layer, Linear))
-
-
 def scratch_pass(model, x: np.ndarray, y: np.ndarray, l1: float = 0.0, masks: dict | None = None) -> Pass:
     """Forward and backward of a scratch MLP layer by layer (which is all `MLP.forward`/`backward`
     do), keeping copies of every intermediate. `masks` are injected into the dropout layers."""
@@ -59,16 +54,14 @@ def scratch_pass(model, x: np.ndarray, y: np.ndarray, l1: float = 0.0, masks: di
             layer.next_mask = masks[name]
         hidden = layer.forward(hidden)
         outputs[name] = hidden.copy()  # layers may reuse their arrays; keep what was returned now
-    loss = loss_fn.forward(hidden, y) + l1_value(model, l1)
+    loss = loss_fn.forward(hidden, y) + l1_penalty(model, l1)
     grad = loss_fn.backward()
     for name, layer in reversed(layers):
         grad_outputs[name] = grad.copy()
         grad = layer.backward(grad)
         grad_inputs[name] = grad.copy()
+    add_l1_gradient(model, l1)
     grads = {name: grad.copy() for name, grad in model.named_gradients()}
-    for name, layer in layers:
-        if isinstance(layer, Linear):
-            grads[f"{name}.weight"] += l1 * np.sign(layer.params["weight"])
     used = {name: layer.mask for name, layer in layers if isinstance(layer, Dropout) and layer.training}
     return Pass(outputs, np.asarray(loss), grads, grad_inputs, grad_outputs,
                 {name: value.copy() for name, value in model.named_buffers()}, used)
@@ -137,7 +130,7 @@ def scratch_pass_forward(model, loss_fn, x: np.ndarray, y: np.ndarray, l1: float
     for name, layer in model.named_layers():
         if name in masks:
             layer.next_mask = masks[name]
-    return loss_fn.forward(model.forward(x), y) + l1_value(model, l1)
+    return loss_fn.forward(model.forward(x), y) + l1_penalty(model, l1)
 
 
 def layer_numerical_parity(layer, x: np.ndarray, rng: np.random.Generator, samples: int = FD_SAMPLES) -> ParityReport:
