@@ -187,3 +187,22 @@ def test_torch_ref_never_imports_benchmark():
             names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(name.split(".")[0] == "benchmark" for name in names), path
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_weights_saved_by_scratch_load_into_the_torch_model(tmp_path, dtype):
+    """save_npz writes torch's state_dict keys: the file loads into the twin and both predict alike."""
+    from scratch_nn.io import save_npz
+
+    spec = ModelSpec(layers=(LayerSpec(16, "relu", batch_norm=True), LayerSpec(8, "tanh")), input_size=12,
+                     output_size=4, dtype=dtype)
+    scratch = MLP(spec, np.random.default_rng(5))
+    path = save_npz(scratch, tmp_path / "weights.npz")
+    twin = torch_ref.build_model(spec)
+    torch_ref.load_npz(twin, path)
+    for key, value in twin.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), scratch.state_dict()[key])
+    x = np.random.default_rng(6).standard_normal((5, 12)).astype(dtype)
+    with torch.no_grad():
+        expected = twin.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(scratch.eval().forward(x), expected, rtol=1e-5 if dtype == "float32" else 1e-12)

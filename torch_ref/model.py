@@ -118,6 +118,12 @@ def load_from_numpy(module: nn.Module, state: dict[str, np.ndarray]) -> None:
     module.load_state_dict(tensors, strict=True)
 
 
+def load_npz(module: nn.Module, path) -> None:
+    """Load weights saved by `scratch_nn.io.save_npz` (torch's state_dict keys) into `module`."""
+    with np.load(path, allow_pickle=False) as archive:
+        load_from_numpy(module, {key: archive[key] for key in archive.files})
+
+
 def set_dropout_masks(module: TorchMLP, masks: dict[str, np.ndarray]) -> None:
     """Give each named `MaskedDropout` (e.g. "layers.3") the mask its next forward must apply."""
     layers = dict(named_layers(module))
