@@ -58,12 +58,13 @@ def train_side_by_side(spec: Spec, train: tuple[np.ndarray, np.ndarray], test: t
     seconds = {"scratch": 0.0, "torch": 0.0}
     x, y = train
     batch_size, first_step = spec.train.batch_size, 1
+    losses = {"scratch": "-", "torch": "-"}
     for number in range(1, spec.train.epochs + 1):
         order = rng.permutation(len(x))
         epoch = Epoch(number, first_step, [order[start:start + batch_size] for start in range(0, len(x), batch_size)])
         bar = tqdm(total=2 * len(epoch.batches), desc=f"epoch {number}/{spec.train.epochs}", disable=quiet,
                    leave=False, unit="step", mininterval=0.5)
-        bar.losses = {"scratch": "-", "torch": "-"}  # the latest loss of each side, shown on the bar
+        bar.losses = losses  # the latest loss of each side, shown on the bar
         totals = {}
         for side in (scratch, torch_side):
             totals[side.name] = run_epoch(record, side, scratch, epoch, train, check_every, seconds, bar)

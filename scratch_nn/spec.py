@@ -288,9 +288,11 @@ def load_builtin_spec(name: str) -> Spec:
 
 def load_spec(name_or_path: str) -> Spec:
     """A built-in spec name (`mnist-mlp`) or a path to a TOML file (anything with `/` or `.toml`)."""
+    if name_or_path in builtin_spec_names():  # a built-in name wins over a same-named file here
+        return load_builtin_spec(name_or_path)
     if name_or_path.endswith(".toml") or "/" in name_or_path or Path(name_or_path).is_file():
         return load_spec_file(name_or_path)
-    return load_builtin_spec(name_or_path)
+    return load_builtin_spec(name_or_path)  # raises, listing the built-in names
 
 
 # ---------------------------------------------------------------------------------------------

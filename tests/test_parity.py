@@ -404,11 +404,12 @@ def test_cli_bad_input_exits_2_without_traceback(argv, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_worst_errors_are_within_the_documented_tolerances():
-    """Runs last (file order): the largest rel errors against torch the tests above saw."""
+@pytest.fixture(scope="module", autouse=True)
+def report_worst_errors():
+    """Print the largest relative errors against torch this module saw (`pytest -s` shows them);
+    each row was already judged against its tolerance by `assert_parity`."""
+    yield
     print(f"\nworst rel error vs torch: {WORST}")
-    for dtype, worst in WORST["pass"].items():
-        assert 0 < worst <= TOLERANCES[dtype]
 
 
 def test_finite_differences_hold_the_masks_they_drew(seed):
