@@ -38,14 +38,6 @@ def rng():
     return np.random.default_rng(20240611)
 
 
-@pytest.fixture(scope="module")
-def worst_gradient_error():
-    """Collects the largest gradient-check error of this module and prints it (see with -s or -rP)."""
-    worst = {"error": 0.0, "where": "none"}
-    yield worst
-    print(f"\n[test_layers] largest gradient-check relative error: {worst['error']:.3e} ({worst['where']})")
-
-
 def assert_gradients_close(errors, where, worst):
     for name, error in errors.items():
         if error > worst["error"]:

@@ -27,13 +27,6 @@ def rng():
     return np.random.default_rng(7)
 
 
-@pytest.fixture(scope="module")
-def worst_gradient_error():
-    worst = {"error": 0.0, "where": "none"}
-    yield worst
-    print(f"\n[test_losses] largest gradient-check relative error: {worst['error']:.3e} ({worst['where']})")
-
-
 def torch_loss_and_grad(name, logits, targets):
     logits_t = torch.tensor(logits, requires_grad=True)
     targets_t = torch.tensor(targets)

@@ -34,13 +34,6 @@ def rng():
     return np.random.default_rng(99)
 
 
-@pytest.fixture(scope="module")
-def worst_gradient_error():
-    worst = {"error": 0.0, "where": "none"}
-    yield worst
-    print(f"\n[test_model] largest gradient-check relative error: {worst['error']:.3e} ({worst['where']})")
-
-
 class FixedMask(torch.nn.Module):
     """Dropout with the mask scratch drew: `mask` is set before each forward."""
 
