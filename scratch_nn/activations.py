@@ -91,8 +91,10 @@ def erfc(x: np.ndarray) -> np.ndarray:
 # The maths: forward and local gradient side by side.
 
 
-def relu(x):
-    return np.maximum(x, 0)
+def relu(x, zeros=None):
+    """max(x, 0). Given `zeros`, an array of zeros of x's shape and dtype, the same values ~2x faster:
+    NumPy's maximum runs its SIMD loop for two arrays, a slower one against the scalar 0."""
+    return np.maximum(x, 0 if zeros is None else zeros)
 
 
 def relu_backward(grad_out, x):
@@ -203,8 +205,14 @@ class Identity(Activation):
 class ReLU(Activation):
     """y = max(x, 0);  dL/dx = dL/dy * [x > 0]."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._zeros = np.zeros(0)  # zeros like the last input: see relu(); remade when the shape changes
+
     def _forward(self, x):
-        return relu(x), x
+        if self._zeros.shape != x.shape or self._zeros.dtype != x.dtype:
+            self._zeros = np.zeros(x.shape, dtype=x.dtype)
+        return relu(x, self._zeros), x
 
     def _backward(self, grad_out, x):
         return relu_backward(grad_out, x)

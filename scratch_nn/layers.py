@@ -31,8 +31,19 @@ def _missing_forward(layer: object) -> RuntimeError:
 # Linear
 
 
+# Below this batch size a float32 forward product is computed features-first: see linear_forward.
+SHORT_BATCH = 64
+
+
 def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    out = x @ weight.T  # (N, in) @ (in, out) -> (N, out)
+    n = x.shape[0]
+    if x.dtype == np.float32 and n < min(SHORT_BATCH, weight.shape[0]):
+        # When the batch is the short side, OpenBLAS's float32 kernels run W x^T (features as the
+        # rows) much faster than x W^T: 1.2x to 2.7x for batches of 2 to 48 here, the copy back to
+        # (N, out) included; from 64 on, and in float64, the gain vanishes within a training step.
+        out = np.ascontiguousarray((weight @ x.T).T)  # (out, in) @ (in, N) -> (out, N) -> (N, out)
+    else:
+        out = x @ weight.T  # (N, in) @ (in, out) -> (N, out)
     if bias is not None:
         out += bias  # in place: saves a second (N, out) array
     return out

@@ -52,12 +52,13 @@ class CrossEntropyLoss:
     def forward(self, logits: np.ndarray, targets: np.ndarray) -> np.floating:
         _check_targets(logits, targets, "CrossEntropyLoss")
         log_probs = log_softmax(logits)  # (N, C)
-        rows = np.arange(logits.shape[0])
-        nll = -log_probs[rows, targets].mean()
-        self._cache = (np.exp(log_probs), targets)
+        n = logits.shape[0]
+        nll = -log_probs[np.arange(n), targets].sum() / n  # np.mean's arithmetic, without its ~3 µs wrapper
         eps = self.label_smoothing
         if eps == 0.0:
+            self._cache = (np.exp(log_probs, out=log_probs), targets)  # in place: log_probs is not needed again
             return logits.dtype.type(nll)
+        self._cache = (np.exp(log_probs), targets)
         smooth = -log_probs.mean(axis=1).mean()  # mean over classes, then over the batch
         return logits.dtype.type((1.0 - eps) * nll + eps * smooth)
 

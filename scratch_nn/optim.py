@@ -13,6 +13,10 @@ CPU kernels fuse `add(alpha=)`, `lerp_` and `addcmul_` into fused multiply-adds,
 
 Steps allocate nothing (SGD's first step allocates the momentum buffer): each optimiser keeps two
 scratch arrays per parameter and writes every intermediate into them with `out=` or in place.
+
+When the parameters are consecutive views of one flat array, as an MLP keeps them, SGD applies its
+update once to that whole array (`FlatParameters`) instead of once per tensor: the rule is
+elementwise, so the values are the same, and `state[name]` holds views of the whole-array state.
 """
 from __future__ import annotations
 
@@ -77,6 +81,61 @@ def _live_parameters(params: Parameters) -> tuple[dict[str, np.ndarray], np.dtyp
     return params, next(iter(params.values())).dtype
 
 
+def flat_array(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The 1-D array of which `arrays` are consecutive views, in order, covering it whole; else None."""
+    base = arrays[0].base
+    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    address = base.__array_interface__["data"][0]
+    for array in arrays:
+        if (array.base is not base or not array.flags.c_contiguous
+                or array.__array_interface__["data"][0] != address):
+            return None
+        address += array.nbytes
+    return base if address == base.__array_interface__["data"][0] + base.nbytes else None
+
+
+class FlatParameters:
+    """All parameters as the one flat array they are views of (scratch_nn.model.share_storage).
+
+    An elementwise update of the whole array is the same update of every tensor, in a few NumPy
+    calls instead of a few per tensor. `gradient(grads)` is the gradients as one array (the flat
+    array they are views of, else a gathered copy); `publish(states)` gives each parameter's state
+    views of the whole-array state, under torch's names.
+    """
+
+    def __init__(self, params: dict[str, np.ndarray], flat: np.ndarray) -> None:
+        self.param, self.state = flat, {}  # the whole-array state: name -> flat array
+        self.decayed, self.work = _scratch(flat)
+        self._layout = [(name, param.size, param.shape) for name, param in params.items()]
+        self._seen: list[np.ndarray] = []  # the gradient arrays of the last step, and their flat array
+        self._grad: np.ndarray | None = None
+        self._gathered: np.ndarray | None = None  # for gradients that are not views of one array
+        self._published: dict[str, np.ndarray] = {}
+
+    def gradient(self, grads: Mapping[str, np.ndarray]) -> np.ndarray:
+        arrays = [grads[name] for name, _, _ in self._layout]
+        if len(arrays) != len(self._seen) or any(a is not b for a, b in zip(arrays, self._seen)):
+            for array, (name, _, shape) in zip(arrays, self._layout):  # checked when the arrays change
+                if array.shape != shape:
+                    raise ValueError(f"gradient {name!r} has shape {array.shape}, its parameter {shape}")
+            self._seen, self._grad = arrays, flat_array(arrays)
+        if self._grad is not None:
+            return self._grad
+        if self._gathered is None:
+            self._gathered = np.empty_like(self.param)
+        return np.concatenate([array.reshape(-1) for array in arrays], out=self._gathered)
+
+    def publish(self, states: dict[str, dict]) -> None:
+        for key, flat in self.state.items():
+            if self._published.get(key) is not flat:  # new (first step): hand out its views once
+                offset = 0
+                for name, size, shape in self._layout:
+                    states[name][key] = flat[offset:offset + size].reshape(shape)
+                    offset += size
+                self._published[key] = flat
+
+
 def _scratch(param: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two arrays like `param` for a step's intermediates (saves allocating them at every step)."""
     return np.empty_like(param), np.empty_like(param)
@@ -115,19 +174,30 @@ class SGD(Optimizer):
                              f"(got momentum={momentum}, dampening={dampening})")
         self.momentum, self.dampening = momentum, dampening
         self.weight_decay, self.nesterov = weight_decay, nesterov
-        # Built once, so that a step looks nothing up but grads[name].
-        self._slots = [(name, param, self.state[name], *_scratch(param))
-                       for name, param in self.params.items()]
+        flat = flat_array(list(self.params.values()))
+        self._flat = FlatParameters(self.params, flat) if flat is not None else None
+        # Built once, so that a step looks nothing up but grads[name] (none when the update is flat).
+        self._slots = [] if self._flat else [(name, param, self.state[name], *_scratch(param))
+                                             for name, param in self.params.items()]
 
     def step(self, grads: Mapping[str, np.ndarray]) -> None:
+        if self._flat is not None:
+            flat = self._flat
+            self._update(flat.gradient(grads), flat.param, flat.state, flat.decayed, flat.work)
+            flat.publish(self.state)
+            return
         for name, param, state, decayed, work in self._slots:
-            grad = grads[name]
-            if self.weight_decay != 0:
-                grad = _add_scaled(grad, param, self.weight_decay, out=decayed)
-            if self.momentum != 0:
-                grad = self._momentum_direction(grad, param, state, work)
-            np.multiply(grad, -self.lr, out=work)  # grad may be `work` itself (nesterov): fine in place
-            param += work
+            self._update(grads[name], param, state, decayed, work)
+
+    def _update(self, grad: np.ndarray, param: np.ndarray, state: dict, decayed: np.ndarray,
+                work: np.ndarray) -> None:
+        """The update rule above for one parameter (or all of them as one flat array)."""
+        if self.weight_decay != 0:
+            grad = _add_scaled(grad, param, self.weight_decay, out=decayed)
+        if self.momentum != 0:
+            grad = self._momentum_direction(grad, param, state, work)
+        np.multiply(grad, -self.lr, out=work)  # grad may be `work` itself (nesterov): fine in place
+        param += work
 
     def _momentum_direction(self, grad: np.ndarray, param: np.ndarray, state: dict,
                             work: np.ndarray) -> np.ndarray:

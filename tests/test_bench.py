@@ -1,0 +1,217 @@
+"""`svt bench`: the FLOP count it divides by, the files it writes, the input it refuses.
+
+No timing assertions: the machine is shared and noisy. The quick run checks what must hold whatever
+the load: the documented columns and metrics, ratio = scratch / torch, the thread counts both
+libraries report, memory figures that add up, and an atomic output folder.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmark.bench_sides import inference_flops, linear_shapes, training_flops
+from benchmark.cli import main
+from scratch_nn.spec import LayerSpec, ModelSpec
+
+DOCUMENTED_COLUMNS = ["spec", "dtype", "batch_size", "metric", "unit", "scratch", "torch", "ratio"]
+DOCUMENTED_METRICS = {"step_time", "forward_time", "backward_time", "update_time", "inference_time",
+                      "inference_throughput", "gflops", "ceiling_fraction", "matmul_ceiling", "epoch_time",
+                      "peak_rss", "train_memory", "memory_growth"}
+
+
+def tiny(*hidden: int, input_size: int = 3, output_size: int = 2) -> ModelSpec:
+    return ModelSpec(layers=tuple(LayerSpec(units) for units in hidden), input_size=input_size,
+                     output_size=output_size)
+
+
+@pytest.mark.parametrize("model, batch, forward, training", [
+    # 3-4-2, N=5. forward: 2*5*3*4 + 2*5*4*2 = 120 + 80. backward: weight grads 120 + 80, input
+    # grad of the second Linear only (the first one's input is the data) 80.
+    (tiny(4), 5, 200, 200 + 200 + 80),
+    # 3-4-5-2, N=1. forward: 2*(12 + 20 + 10) = 84. backward: weight grads 84, input grads of the
+    # second and third Linear 2*(20 + 10) = 60.
+    (tiny(4, 5), 1, 84, 84 + 84 + 60),
+    # one Linear 3-2 (no hidden layer), N=7: forward 2*7*3*2 = 84; backward: its weight grad only.
+    (tiny(), 7, 84, 84 + 84),
+])
+def test_flop_count_of_tiny_nets_by_hand(model, batch, forward, training):
+    assert inference_flops(model, batch) == forward
+    assert training_flops(model, batch) == training
+
+
+def test_linear_shapes_follow_the_spec():
+    assert linear_shapes(tiny(4, 5)) == [(3, 4), (4, 5), (5, 2)]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, mnist):  # `mnist` fetches and verifies the data first
+    parent = tmp_path_factory.mktemp("bench")
+    out = parent / "out"
+    result = subprocess.run([sys.executable, "-m", "benchmark", "bench", "--quick", "--threads", "1",
+                             "--out", str(out)], capture_output=True, text=True, timeout=240)
+    return result, parent, out
+
+
+def test_quick_run_succeeds_and_prints_the_table(quick_run):
+    result, _, out = quick_run
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "mnist-mlp, float32: 784-256-128-10 relu" in result.stdout
+    assert "scratch step" in result.stdout and "torch step" in result.stdout
+    assert "targets:" in result.stdout
+    assert f"written: {out}" in result.stdout
+
+
+def test_quick_run_writes_the_documented_csv(quick_run):
+    _, _, out = quick_run
+    with open(out / "bench.csv", newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        assert reader.fieldnames == DOCUMENTED_COLUMNS
+        rows = list(reader)
+    assert {row["metric"] for row in rows} == DOCUMENTED_METRICS
+    steps = [row for row in rows if row["metric"] == "step_time"]
+    assert sorted(int(row["batch_size"]) for row in steps) == [1, 64]  # --quick's batch sizes
+    for row in rows:
+        scratch, torch = float(row["scratch"]), float(row["torch"])
+        if row["metric"] != "memory_growth":  # growth may be 0 on either side
+            assert scratch > 0 and torch > 0, row
+        if row["metric"] in ("matmul_ceiling", "epoch_time", "peak_rss", "train_memory"):
+            assert float(row["ratio"]) == pytest.approx(scratch / torch, rel=1e-9), row
+
+
+def test_quick_run_ratios_of_timings_are_medians_of_back_to_back_pairs(quick_run):
+    """For timings, `ratio` is the median over repeats of scratch block / torch block (which ran
+    back to back), and a rate's ratio is its inverse: recomputed here from the raw blocks."""
+    import numpy as np
+
+    _, _, out = quick_run
+    with open(out / "bench.csv", newline="", encoding="utf-8") as file:
+        rows = {(row["metric"], row["batch_size"]): float(row["ratio"]) for row in csv.DictReader(file)
+                if row["metric"] != "memory_growth"}  # growth's ratio is empty (NaN) when torch's is 0
+    raw = json.loads((out / "bench.json").read_text(encoding="utf-8"))["timing"]["steps"]
+    for entry in raw:
+        batch = str(entry["batch_size"])
+        scratch, torch = (np.array(entry[side]["blocks"]) for side in ("scratch", "torch"))
+        for column, phase in enumerate(("forward", "backward", "update")):
+            expected = np.median(scratch[:, column] / torch[:, column])
+            assert rows[(f"{phase}_time", batch)] == pytest.approx(expected, rel=1e-9)
+        step = np.median(scratch.sum(axis=1) / torch.sum(axis=1))
+        assert rows[("step_time", batch)] == pytest.approx(step, rel=1e-9)
+        assert rows[("gflops", batch)] == pytest.approx(1 / step, rel=1e-9)
+        inference = np.median(np.divide(entry["scratch"]["inference_blocks"], entry["torch"]["inference_blocks"]))
+        assert rows[("inference_time", batch)] == pytest.approx(inference, rel=1e-9)
+        assert rows[("inference_throughput", batch)] == pytest.approx(1 / inference, rel=1e-9)
+
+
+def test_quick_run_memory_figures_add_up(quick_run):
+    _, _, out = quick_run
+    raw = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    assert {run["side"] for run in raw["memory"]} == {"scratch", "torch"}
+    for run in raw["memory"]:
+        assert len(run["epochs"]) == 2  # --quick: two epochs per memory run
+        assert run["baseline"]["VmRSS"] > 100  # MB: the float32 training set alone is 188 MB
+        assert all(epoch["VmHWM"] >= run["baseline"]["VmRSS"] for epoch in run["epochs"])
+
+
+def test_quick_run_reports_the_threads_both_libraries_use(quick_run):
+    _, _, out = quick_run
+    environment = json.loads((out / "bench.json").read_text(encoding="utf-8"))["timing"]["environment"]
+    assert environment["threads_requested"] == 1
+    assert environment["torch_threads"] == 1
+    assert environment["openblas_threads"] in (1, None)  # None: NumPy not built on OpenBLAS
+    assert environment["thread_variables"]["OPENBLAS_NUM_THREADS"] == "1"
+
+
+def test_quick_run_writes_markdown_and_plot_atomically(quick_run):
+    _, parent, out = quick_run
+    assert sorted(path.name for path in out.iterdir()) == ["bench.csv", "bench.json", "bench.md", "step_time.png"]
+    assert (out / "step_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "bench.md").read_text(encoding="utf-8")
+    assert "| batch | scratch step | torch step | ratio |" in markdown
+    assert "## Targets" in markdown
+    assert [path.name for path in parent.iterdir()] == ["out"]  # no temporary folder left behind
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--batch-sizes", "0,64"], "--batch-sizes: each item must be an integer from 1 to 60,000"),
+    (["--batch-sizes", "1,sixty"], "got 'sixty' in '1,sixty'"),
+    (["--repeats", "0"], "--repeats must be a positive integer, got 0"),
+    (["--threads", "0"], "--threads must be a positive integer, got 0"),
+    (["--epochs", "1"], "--epochs (of the memory runs) must be at least 2"),
+    (["--layers", "64:relu,7"], "output size 7 does not fit MNIST"),
+    (["--spec", "dropout-bn", "--batch-sizes", "1,64"], "cannot train on a batch of 1"),
+])
+def test_bad_input_exits_2_with_one_line(arguments, message, capsys):
+    assert main(["bench", "--quick", *arguments]) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_an_out_folder_with_other_files_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 2
+    assert "holds other files (notes.txt)" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_out_path_that_is_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "bench.csv"
+    target.write_text("x")
+    assert main(["bench", "--quick", "--out", str(target)]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_relu_speed_trick_keeps_the_values_when_shape_and_dtype_change():
+    """ReLU compares with a cached zero array (faster than the scalar 0); a new shape or dtype must
+    get a new one, never a stale or mistyped one."""
+    import numpy as np
+
+    from scratch_nn.activations import ReLU
+
+    layer, rng = ReLU(), np.random.default_rng(0)
+    for shape, dtype in [((4, 3), np.float32), ((4, 3), np.float32), ((2, 5), np.float32), ((2, 5), np.float64)]:
+        x = rng.standard_normal(shape).astype(dtype)
+        y = layer.forward(x)
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+        np.testing.assert_array_equal(layer.backward(np.ones_like(x)), (x > 0).astype(dtype))
+    assert not np.any(layer._zeros)  # the cached array stays zero: nothing writes into it
+
+
+@pytest.mark.parametrize("settings", [
+    {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+    {"momentum": 0.5, "dampening": 0.3}, {"momentum": 0.0, "weight_decay": 1e-2},
+])
+@pytest.mark.parametrize("gradients_as", ["live views", "copies"])
+def test_sgd_on_flat_parameters_equals_sgd_per_tensor(settings, gradients_as):
+    """An MLP keeps its parameters in one flat array, which SGD updates in one go. Bit for bit the
+    same as the per-tensor update (the rule is elementwise), including the momentum buffers, whether
+    the gradients come as the model's own views or as separate copies (then gathered)."""
+    import numpy as np
+
+    from scratch_nn.model import MLP
+    from scratch_nn.optim import SGD
+
+    model = MLP(tiny(4, 5, input_size=6, output_size=3), np.random.default_rng(0))
+    flat = SGD(model.named_parameters(), lr=0.1, **settings)
+    assert flat._flat is not None  # the MLP's parameters are views of one array
+    separate = {name: value.copy() for name, value in model.named_parameters()}
+    per_tensor = SGD(separate, lr=0.1, **settings)
+    assert per_tensor._flat is None
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        for name, grad in model.named_gradients():
+            grad[...] = rng.standard_normal(grad.shape)
+        live = dict(model.named_gradients())
+        flat.step(live if gradients_as == "live views" else {name: g.copy() for name, g in live.items()})
+        per_tensor.step({name: g.copy() for name, g in live.items()})
+    for name, value in model.named_parameters():
+        np.testing.assert_array_equal(value, separate[name])
+        assert set(flat.state[name]) == set(per_tensor.state[name])
+        for key, state in per_tensor.state[name].items():
+            np.testing.assert_array_equal(flat.state[name][key], state)
