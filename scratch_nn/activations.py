@@ -210,8 +210,8 @@ class ReLU(Activation):
         self._zeros = np.zeros(0)  # zeros like the last input: see relu(); remade when the shape changes
 
     def _forward(self, x):
-        if self._zeros.shape != x.shape or self._zeros.dtype != x.dtype:
-            self._zeros = np.zeros(x.shape, dtype=x.dtype)
+        if self._zeros.shape != x.shape or self._zeros.dtype != x.dtype or self._zeros.strides != x.strides:
+            self._zeros = np.zeros_like(x)  # same memory layout as x: maximum runs its fast loop
         return relu(x, self._zeros), x
 
     def _backward(self, grad_out, x):

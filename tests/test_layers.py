@@ -8,7 +8,7 @@ import torch
 
 from scratch_nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, erf, erfc
 from scratch_nn.gradcheck import check_layer_gradients
-from scratch_nn.layers import BatchNorm1d, Dropout, Linear
+from scratch_nn.layers import SHORT_BATCH, BatchNorm1d, Dropout, Linear
 
 GRAD_TOLERANCE = 1e-7  # max elementwise relative error of a float64 finite-difference check
 # The O(h^4) stencil at h = 1e-3 (inputs kept 1e-2 from kinks, so 2h never crosses one): over 100
@@ -139,6 +139,26 @@ def test_linear_matches_torch(rng):
     np.testing.assert_allclose(ours.backward(grad_out), grad_torch, rtol=TORCH_RTOL, atol=TORCH_ATOL)
     for name, grad in ours.grads.items():
         np.testing.assert_allclose(grad, getattr(theirs, name).grad.numpy(), rtol=TORCH_RTOL, atol=TORCH_ATOL)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [1, 2, SHORT_BATCH - 1, SHORT_BATCH, SHORT_BATCH + 1])
+def test_linear_products_match_the_plain_formulas_on_both_sides_of_short_batch(batch, dtype, rng):
+    # Short batches are computed features-first and handed on as transposed views: same values.
+    layer = Linear(50, 80, dtype=dtype, rng=rng)
+    x, grad_out = rng.standard_normal((batch, 50)).astype(dtype), rng.standard_normal((batch, 80)).astype(dtype)
+    weight, bias = layer.params["weight"].astype(np.float64), layer.params["bias"].astype(np.float64)
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    out = layer.forward(x)
+    grad_x = layer.backward(grad_out)
+    assert out.shape == (batch, 80) and out.dtype == dtype and grad_x.shape == (batch, 50)
+    np.testing.assert_allclose(out, x @ weight.T + bias, **tolerance)
+    np.testing.assert_allclose(grad_x, grad_out @ weight, **tolerance)
+    np.testing.assert_allclose(layer.grads["weight"], grad_out.T.astype(np.float64) @ x, **tolerance)
+    np.testing.assert_allclose(layer.grads["bias"], grad_out.sum(axis=0), **tolerance)
+    relu = ReLU()  # an activation after a features-first product gets the same values either way
+    np.testing.assert_array_equal(relu.forward(out), np.maximum(np.ascontiguousarray(out), 0))
+    np.testing.assert_array_equal(relu.backward(grad_out), grad_out * (out > 0))
 
 
 def test_linear_has_torch_names_shapes_and_keeps_its_gradient_arrays(rng):
