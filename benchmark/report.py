@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import plots, report_page
+from benchmark.files import folder_written_atomically
 from benchmark.jsonio import json_ready
 from benchmark.record import COLUMNS, SIDES, RunRecord
 from scratch_nn.spec import to_dict
@@ -255,33 +255,7 @@ def write_report(record: RunRecord, out_dir: Path, name: str | None = None,
     Everything is built in `out_dir/.tmp-<name>-<pid>` and renamed into place at the end; on any
     failure or Ctrl-C the temporary folder is removed and an earlier report of that name is kept.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final_name = folder_name(record, name)
-    final, temporary = out_dir / final_name, out_dir / f".tmp-{final_name}-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)  # left by a killed earlier process with our pid
-    temporary.mkdir()
-    try:
+    final = Path(out_dir) / folder_name(record, name)
+    with folder_written_atomically(final) as temporary:
         write_contents(record, temporary, finalize)
-        swap_in(temporary, final)
-    except BaseException:  # KeyboardInterrupt too: never leave a half-written folder behind
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
     return final
-
-
-def swap_in(new: Path, final: Path) -> None:
-    """Rename `new` to `final`; an existing `final` is moved aside first and deleted only once the
-    new one is in place (a directory cannot be renamed over a non-empty one)."""
-    if not final.exists():
-        os.replace(new, final)
-        return
-    old = final.with_name(f".old-{final.name}-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(final, old)
-    try:
-        os.replace(new, final)
-    except BaseException:
-        os.replace(old, final)  # put the previous report back
-        raise
-    shutil.rmtree(old, ignore_errors=True)

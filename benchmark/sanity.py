@@ -135,7 +135,7 @@ def verdict(results: list) -> str:
 
 def write_json(path: str, spec, results: list, seconds: float) -> None:
     """The results as JSON, written atomically (a temporary file beside `path`, then os.replace)."""
-    from benchmark.data import write_atomically
+    from benchmark.files import write_atomically
     from scratch_nn.spec import to_dict
 
     document = {"spec": to_dict(spec), "passed": all(result.passed for result in results),

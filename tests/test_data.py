@@ -21,10 +21,11 @@ from benchmark.data import (
     read_idx,
     resolve_root,
     train_val_split,
-    write_atomically,
     write_idx,
+    write_verified,
 )
 from benchmark.errors import DataError
+from benchmark.files import write_atomically
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -248,7 +249,7 @@ def test_an_interrupted_write_leaves_no_partial_file(tmp_path, existing):
 def test_a_write_with_the_wrong_md5_never_gets_its_name(tmp_path):
     path = tmp_path / "t10k-labels-idx1-ubyte"
     with pytest.raises(DataError, match="has MD5 .*, expected 0{32}"):
-        write_atomically(path, lambda file: file.write(b"not mnist"), expected_md5="0" * 32)
+        write_verified(path, lambda file: file.write(b"not mnist"), "0" * 32)
     assert list(tmp_path.iterdir()) == []
 
 
