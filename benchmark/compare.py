@@ -54,7 +54,6 @@ import numpy as np
 
 from benchmark.files import write_atomically
 
-
 TOLERANCES = {"float32": 1e-4, "float64": 1e-10}
 FD_TOLERANCE = 1e-6
 FD_NOISE_MARGIN = 10  # the float64 rounding of f, amplified by 1/(2h), times this, is FD noise

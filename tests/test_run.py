@@ -106,7 +106,10 @@ def test_interrupted_run_leaves_the_previous_report_intact(tmp_path, report):
     before = {path.name: path.read_bytes() for path in previous.iterdir()}
     process = subprocess.Popen([sys.executable, "-m", "benchmark", "run", "--out", str(out), "--name", "small",
                                 "--train-limit", "6000", "--epochs", "50", "--check-every", "1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               # a shell's background job ignores SIGINT, and Python keeps an ignored
+                               # SIGINT ignored: give the run the default, as a terminal's Ctrl-C finds it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen, deadline = "", time.monotonic() + 120
         while "epoch 1/50" not in seen and time.monotonic() < deadline:  # tqdm's bar: training has begun
