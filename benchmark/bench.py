@@ -87,6 +87,8 @@ class Plan:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from benchmark.data import add_data_dir_argument
+
     add_model_arguments(parser)
     group = parser.add_argument_group("bench", "--batch-size sets the batch of the epoch and memory runs (default: "
                                                "the spec's); --epochs the epochs of each memory run (default: 3; "
@@ -102,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--out", metavar="DIR", default=None,
                        help="output folder (default: reports/bench-<timestamp>); an earlier bench folder "
                             "there is replaced once the new one is complete")
-    group.add_argument("--data-dir", metavar="DIR", default=None, help="where MNIST is or goes (see `svt data`)")
+    add_data_dir_argument(group)
     group.add_argument("--quick", action="store_true",
                        help="a smoke run in seconds: default spec, float32, batch sizes 1 and 64, small epoch "
                             "and memory runs (figures are indicative only)")

@@ -331,10 +331,15 @@ def train_val_split(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.nd
 # ---------------------------------------------------------------- `svt data`
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `svt data`."""
+def add_data_dir_argument(parser) -> None:
+    """--data-dir, the same on every command that reads MNIST (`parser` may be an argument group)."""
     parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="folder holding MNIST/raw (default: $SVT_DATA_DIR, else ~/.cache/scratch-vs-torch)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `svt data`."""
+    add_data_dir_argument(parser)
     parser.add_argument("--refresh", action="store_true", help="fetch the four files again, replacing them")
 
 

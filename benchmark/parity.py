@@ -261,6 +261,7 @@ def compare_layer(scratch_layer, torch_layer=None, input_shape: tuple[int, ...] 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `svt parity`: the shared model options, plus steps, batch, dump and data folder."""
+    from benchmark.data import add_data_dir_argument
     from benchmark.specargs import add_model_arguments
 
     add_model_arguments(parser)
@@ -271,8 +272,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="examples per batch (default: the spec's batch_size)")
     group.add_argument("--dump", metavar="FILE.npz", default=None,
                        help="write every compared tensor of both sides to this .npz (keys scratch/..., torch/...)")
-    group.add_argument("--data-dir", metavar="DIR", default=None,
-                       help="folder holding MNIST/raw (default: $SVT_DATA_DIR, else ~/.cache/scratch-vs-torch)")
+    add_data_dir_argument(group)
 
 
 def mnist_batches(spec, batch: int, count: int, data_dir: str | None):

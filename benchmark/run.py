@@ -39,6 +39,8 @@ TARGET_DRIFT_FLOAT64 = 1e-8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from benchmark.data import add_data_dir_argument
+
     add_model_arguments(parser)
     group = parser.add_argument_group("run")
     group.add_argument("--out", default="reports", metavar="DIR",
@@ -46,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--name", default=None, metavar="NAME",
                        help="name of the report folder (default: <spec>-<timestamp>); an existing one is "
                             "replaced only when the new report is complete")
-    group.add_argument("--data-dir", default=None, metavar="DIR", help="where MNIST is or goes (see `svt data`)")
+    add_data_dir_argument(group)
     group.add_argument("--check-every", type=int, default=50, metavar="K",
                        help="look inside every K steps: gradient parity, drift, gradient norms (default: 50)")
     group.add_argument("--train-limit", type=int, default=None, metavar="N",

@@ -49,14 +49,14 @@ WIDTHS = (2, 18, 32, 42)  # columns of a result line: number, check, measured, e
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `svt sanity`: the shared model options, --json and --data-dir."""
+    from benchmark.data import add_data_dir_argument
     from benchmark.specargs import add_model_arguments
 
     add_model_arguments(parser)
     group = parser.add_argument_group("sanity")
     group.add_argument("--json", metavar="FILE", default=None,
                        help="also write the results to FILE as JSON (written atomically)")
-    group.add_argument("--data-dir", metavar="DIR", default=None,
-                       help="folder holding MNIST/raw (default: $SVT_DATA_DIR, else ~/.cache/scratch-vs-torch)")
+    add_data_dir_argument(group)
 
 
 def check_input(spec, json_path: str | None) -> None:
