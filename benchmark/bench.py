@@ -9,8 +9,9 @@ and without --dtype both float32 and float64. What is measured, and how (benchma
 - per batch size, the seconds of a training step split into forward (with the loss), backward and
   optimiser update, and the seconds of an inference forward, for both sides in one process on the
   same real MNIST batches, repeats interleaved (median of `--repeats` blocks after a warm-up);
-- per dtype, the machine's ceiling: the best of NumPy's and torch's GFLOP/s on a large square matmul;
-  each side's GFLOP/s per step (FLOPs counted as in benchmark.bench_sides) as a fraction of it;
+- per batch size, the machine's ceiling in the same seconds: the better of NumPy's and torch's
+  GFLOP/s on a large square matmul, one product after each block of that library's side; each
+  side's GFLOP/s per step (FLOPs counted as in benchmark.bench_sides) as a fraction of it;
 - per spec and dtype, the seconds of one epoch on real MNIST at the spec's batch size;
 - per spec, dtype and side, in a fresh process each, the peak resident memory of a short training
   run, the part of it beyond the loaded dataset, and its growth from the first epoch to the last.
@@ -35,8 +36,9 @@ into place when complete:
                     the two medians); for the others it is scratch / torch of the row. Metrics (unit):
                       step_time, forward_time, backward_time, update_time (s per training step)
                       inference_time (s per batch), inference_throughput (images/s)
-                      gflops (GFLOP/s per training step), ceiling_fraction (of the dtype's ceiling)
-                      matmul_ceiling (GFLOP/s; scratch = NumPy's, torch = torch's; batch_size empty)
+                      gflops (GFLOP/s per training step), ceiling_fraction (of the row's ceiling)
+                      matmul_ceiling (GFLOP/s, median of the row's products; scratch = NumPy's,
+                                      torch = torch's)
                       epoch_time (s; batch_size = the spec's)
                       peak_rss, train_memory (MB: the peak, and the peak less the data-loaded baseline)
                       memory_growth (% of the first epoch's peak, first epoch to last)
@@ -80,7 +82,6 @@ class Plan:
     quick: bool
     min_block_seconds: float  # each timed block of steps lasts at least this long
     ceiling_size: int  # the square matmul of the ceiling
-    ceiling_repeats: int
     epoch_images: int  # the epoch timed on both sides
     memory_epochs: int  # the memory run of each side: epochs over the first `memory_images` images
     memory_images: int
@@ -159,7 +160,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     plan = Plan(specs=specs, dtypes=dtypes, batch_sizes=parse_batch_sizes(args.batch_sizes, quick),
                 repeats=repeats, threads=threads, quick=quick,
                 min_block_seconds=0.01 if quick else 0.05,
-                ceiling_size=512 if quick else 2048, ceiling_repeats=3 if quick else 5,
+                ceiling_size=512 if quick else 2048,
                 epoch_images=2048 if quick else MNIST_TRAIN_IMAGES,
                 memory_epochs=args.epochs or (2 if quick else 3),
                 memory_images=1024 if quick else 12_000)
@@ -233,7 +234,7 @@ def measure(plan: Plan, data_root: Path, folder: Path) -> tuple[dict, list[dict]
         "specs": plain_specs, "dtypes": list(plan.dtypes), "batch_sizes": list(plan.batch_sizes),
         "repeats": plan.repeats, "threads": plan.threads, "data_dir": str(data_root),
         "min_block_seconds": plan.min_block_seconds, "ceiling_size": plan.ceiling_size,
-        "ceiling_repeats": plan.ceiling_repeats, "epoch_images": plan.epoch_images}, folder, plan.threads)
+        "epoch_images": plan.epoch_images}, folder, plan.threads)
     memories = []
     for spec, plain in zip(plan.specs, plain_specs):
         for dtype in plan.dtypes:

@@ -40,10 +40,10 @@ def ratio(scratch: float, torch: float) -> float:
     return scratch / torch if torch else math.nan
 
 
-def ceiling_of(timing: dict, dtype: str) -> float:
-    """The machine's ceiling for `dtype`: the better of NumPy's and torch's large-matmul GFLOP/s."""
-    found = next(entry for entry in timing["ceilings"] if entry["dtype"] == dtype)
-    return max(found["numpy"], found["torch"])
+def ceiling_of(step_row: dict) -> float:
+    """The machine's ceiling during a row of the step sweep: the better of NumPy's and torch's
+    large-matmul GFLOP/s, measured between that row's blocks (benchmark.bench_worker.MatmulCeiling)."""
+    return max(step_row["ceiling"]["numpy"], step_row["ceiling"]["torch"])
 
 
 def memory_summary(run: dict) -> dict:
@@ -63,8 +63,6 @@ def tidy_rows(plan, timing: dict, memories: list[dict]) -> list[dict]:
                      "scratch": scratch, "torch": torch,
                      "ratio": ratio(scratch, torch) if paired is None else paired})
 
-    for entry in timing["ceilings"]:
-        add("", entry["dtype"], None, "matmul_ceiling", "GFLOP/s", entry["numpy"], entry["torch"])
     for row in timing["steps"]:
         key = (row["spec"], row["dtype"], row["batch_size"])
         scratch, torch, paired = row["scratch"], row["torch"], row["paired_ratio"]
@@ -74,9 +72,10 @@ def tidy_rows(plan, timing: dict, memories: list[dict]) -> list[dict]:
             row["batch_size"] / torch["inference"], 1 / paired["inference"])  # a rate: the inverse
         gflop = training_flops(specs[row["spec"]].model, row["batch_size"]) / 1e9
         add(*key, "gflops", "GFLOP/s", gflop / scratch["step"], gflop / torch["step"], 1 / paired["step"])
-        best = ceiling_of(timing, row["dtype"])
+        best = ceiling_of(row)
         add(*key, "ceiling_fraction", "fraction", gflop / scratch["step"] / best, gflop / torch["step"] / best,
             1 / paired["step"])
+        add(*key, "matmul_ceiling", "GFLOP/s", row["ceiling"]["numpy"], row["ceiling"]["torch"])
     for entry in timing["epochs"]:
         add(entry["spec"], entry["dtype"], entry["batch_size"], "epoch_time", "s",
             entry["seconds"]["scratch"], entry["seconds"]["torch"])
@@ -142,9 +141,11 @@ def step_table(rows: list[dict], spec: str, dtype: str, batch_sizes) -> list[dic
 def section_lines(results: BenchResults, spec: Spec, dtype: str) -> tuple[str, list[dict], list[str]]:
     """The title, the step-table rows and the epoch/memory lines of one spec and dtype."""
     rows, timing, plan = results.rows, results.timing, results.plan
-    ceiling = next(entry for entry in timing["ceilings"] if entry["dtype"] == dtype)
-    title = (f"{spec.name}, {dtype}: {spec_label(spec)}; matmul ceiling {ceiling_of(timing, dtype):.1f} GFLOP/s "
-             f"(NumPy {ceiling['numpy']:.1f}, torch {ceiling['torch']:.1f}; {ceiling['size']}x{ceiling['size']})")
+    sweep = [row for row in timing["steps"] if row["spec"] == spec.name and row["dtype"] == dtype]
+    best = sorted(ceiling_of(row) for row in sweep)
+    size = sweep[0]["ceiling"]["size"]
+    title = (f"{spec.name}, {dtype}: {spec_label(spec)}; matmul ceiling {best[0]:.0f}-{best[-1]:.0f} GFLOP/s "
+             f"({size}x{size}, the better of NumPy and torch, measured with each row)")
     notes = []
     epoch = lookup(rows, spec.name, dtype, "epoch_time")
     if epoch:
@@ -237,7 +238,7 @@ def markdown_report(results: BenchResults) -> str:
     parts += [f"- {line}" for line in environment_lines(results)]
     parts += ["", "FLOPs per training step: per Linear 2·N·in·out forward, 2·N·in·out for the weight gradient "
               "and 2·N·in·out for the input gradient (none for the first Linear); elementwise work not counted. "
-              "GFLOP/s in parentheses: the fraction of the dtype's matmul ceiling.", ""]
+              "GFLOP/s in parentheses: the fraction of the matmul ceiling measured with that row.", ""]
     for spec in results.plan.specs:
         for dtype in results.plan.dtypes:
             title, table, notes = section_lines(results, spec, dtype)
@@ -288,7 +289,7 @@ def write_outputs(plan, timing: dict, memories: list[dict], folder: Path) -> Ben
 
     results = BenchResults(plan, timing, memories, tidy_rows(plan, timing, memories))
     frame = pd.DataFrame(results.rows, columns=CSV_COLUMNS)
-    frame["batch_size"] = frame["batch_size"].astype("Int64")  # empty for the ceiling rows, not 64.0
+    frame["batch_size"] = frame["batch_size"].astype("Int64")  # whole numbers, not 64.0
     frame.to_csv(folder / "bench.csv", index=False)
     (folder / "bench.md").write_text(markdown_report(results), encoding="utf-8")
     (folder / "bench.json").write_text(json.dumps({"timing": timing, "memory": memories}, indent=1), encoding="utf-8")

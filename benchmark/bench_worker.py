@@ -13,8 +13,9 @@ really use and reports that (`environment()`), so the figures never rest on an a
 same NumPy arrays with `torch.from_numpy`), the two sides' repeats interleaved (scratch, torch, then
 torch, scratch, ...) so that a change in machine load hits both. Per spec, dtype and batch size:
 forward, backward and update seconds per step (median over repeats of a block's mean; a block lasts
-at least `min_block_seconds`), and inference seconds per batch; per dtype the large-matmul ceiling;
-per spec and dtype one training epoch on real MNIST.
+at least `min_block_seconds`), and inference seconds per batch; with each block, one
+product of the large-matmul ceiling (`MatmulCeiling`) in that side's library; per spec and dtype
+one training epoch on real MNIST.
 
 `memory`: one side, nothing else. After loading the data (and importing the side's library) the
 peak-RSS counter is reset (`/proc/self/clear_refs`), the resident size read as the baseline, and
@@ -82,26 +83,34 @@ def block_length(seconds_per_call: float, min_block_seconds: float) -> int:
     return max(1, min(MAX_BLOCK_STEPS, math.ceil(min_block_seconds / max(seconds_per_call, 1e-9))))
 
 
-def measure_ceiling(dtype: str, size: int, repeats: int) -> dict:
-    """GFLOP/s of a (size x size) @ (size x size) product in NumPy and in torch, median of `repeats`."""
-    import torch
+class MatmulCeiling:
+    """The machine's ceiling: GFLOP/s of a large (size x size) @ (size x size) product, per library.
 
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((size, size)).astype(dtype) for _ in range(2))
-    out = np.empty_like(a)
-    ta, tb, tout = (torch.from_numpy(array) for array in (a, b, np.empty_like(a)))
-    products = {"numpy": lambda: np.matmul(a, b, out=out), "torch": lambda: torch.matmul(ta, tb, out=tout)}
-    seconds: dict[str, list[float]] = {name: [] for name in products}
-    for repeat in range(repeats + 1):  # the first round is a warm-up
-        for name, product in products.items() if repeat % 2 else reversed(products.items()):
-            start = time.perf_counter()
-            product()
-            if repeat:
-                seconds[name].append(time.perf_counter() - start)
-            settle()
-    flops = 2 * size**3
-    return {"dtype": dtype, "size": size, "flops": flops,
-            **{name: flops / statistics.median(values) / 1e9 for name, values in seconds.items()}}
+    `sample("scratch")` times one NumPy product, `sample("torch")` one torch product (on the same
+    numbers). measure_config takes one sample right after each block of that library's side, so
+    that the ceiling is measured in the same seconds as the row it divides. On a shared machine
+    throughput drifts over minutes: against a ceiling measured once, before the sweeps, the same
+    code read 86% in one run and 69% in another (torch 85% and 66%).
+    """
+
+    LIBRARIES = {"scratch": "numpy", "torch": "torch"}  # whose product runs after whose block
+
+    def __init__(self, dtype: str, size: int) -> None:
+        import torch
+
+        rng = np.random.default_rng(0)
+        a, b = (rng.standard_normal((size, size)).astype(dtype) for _ in range(2))
+        out, torch_out = np.empty_like(a), torch.from_numpy(np.empty_like(a))
+        torch_a, torch_b = torch.from_numpy(a), torch.from_numpy(b)
+        self.size, self.flops = size, 2 * size**3
+        self._products = {"numpy": lambda: np.matmul(a, b, out=out),
+                          "torch": lambda: torch.matmul(torch_a, torch_b, out=torch_out)}
+
+    def sample(self, side_name: str) -> float:
+        product = self._products[self.LIBRARIES[side_name]]
+        start = time.perf_counter()
+        product()
+        return self.flops / (time.perf_counter() - start) / 1e9
 
 
 def real_batches(x: np.ndarray, y: np.ndarray, batch_size: int, count: int, seed: int) -> list:
@@ -112,11 +121,13 @@ def real_batches(x: np.ndarray, y: np.ndarray, batch_size: int, count: int, seed
             for i in range(count)]
 
 
-def measure_config(spec, batches: list, repeats: int, min_block_seconds: float) -> dict:
-    """Training-step phases and inference time of both sides at one batch size (fresh sides).
+def measure_config(spec, batches: list, repeats: int, min_block_seconds: float, ceiling: MatmulCeiling) -> dict:
+    """Training-step phases and inference time of both sides at one batch size (fresh sides), and
+    the matmul ceiling in the same seconds.
 
-    A side's timed block is `steps` training steps, then `calls` inference calls; the blocks of the
-    two sides alternate. Both counts are calibrated after a warm-up, the same for both sides.
+    A side's timed block is `steps` training steps, then `calls` inference calls, then one untimed
+    (for the block) sample of its library's ceiling product; the blocks of the two sides alternate.
+    Both counts are calibrated after a warm-up, the same for both sides.
     """
     scratch = ScratchSide(spec)
     sides = [scratch, TorchSide(spec, scratch.model.state_dict())]
@@ -126,23 +137,28 @@ def measure_config(spec, batches: list, repeats: int, min_block_seconds: float) 
         time_steps(side, own[side.name], WARMUP_STEPS)
         per_step = max(per_step, sum(time_steps(side, own[side.name], WARMUP_STEPS)))
         per_call = max(per_call, time_inference(side, own[side.name], WARMUP_STEPS))
+        ceiling.sample(side.name)  # warm-up: the first product pays for its library's thread start
         settle()
     steps, calls = block_length(per_step, min_block_seconds), block_length(per_call, min_block_seconds / 2)
 
     def block(side) -> tuple:
         time_steps(side, own[side.name], 2)  # untimed: threads that slept through settle() wake up here
-        return time_steps(side, own[side.name], steps), time_inference(side, own[side.name], calls)
+        timings = time_steps(side, own[side.name], steps), time_inference(side, own[side.name], calls)
+        return timings, ceiling.sample(side.name)  # before settle(): its threads are still awake
 
     samples = interleaved(sides, block, repeats)
     result: dict = {"steps_per_block": steps, "calls_per_block": calls}
     seconds = {}  # side -> (repeats, 5): forward, backward, update, step, inference of each block
     for side in sides:
-        phases = np.array([training for training, _ in samples[side.name]])  # (repeats, 3)
-        inference = np.array([[call] for _, call in samples[side.name]])  # (repeats, 1): s per call
+        phases = np.array([training for (training, _), _ in samples[side.name]])  # (repeats, 3)
+        inference = np.array([[call] for (_, call), _ in samples[side.name]])  # (repeats, 1): s per call
         seconds[side.name] = np.hstack([phases, phases.sum(axis=1, keepdims=True), inference])
         result[side.name] = {**dict(zip(PHASES, np.median(seconds[side.name], axis=0).tolist())),
                              "blocks": phases.tolist(), "inference_blocks": inference[:, 0].tolist(),
                              "final_loss": side.loss_value()}
+    products = {MatmulCeiling.LIBRARIES[name]: [gflops for _, gflops in blocks] for name, blocks in samples.items()}
+    result["ceiling"] = {"size": ceiling.size, **{library: statistics.median(values) for library, values in
+                                                  products.items()}, "samples": products}  # GFLOP/s
     # The two sides' blocks of one repeat ran back to back: the median of their ratios is not
     # skewed by a slow spell of the shared machine, as the ratio of the two medians can be.
     pairs = seconds["scratch"] / seconds["torch"]
@@ -179,27 +195,26 @@ def timing_job(config: dict) -> dict:
     ticks = cpu_ticks()
     mnist = load_mnist(config["data_dir"], quiet=True)
     specs = [spec_from_dict(plain, where="svt bench worker") for plain in config["specs"]]
-    result = {"environment": env, "ceilings": [], "steps": [], "epochs": []}
+    result = {"environment": env, "steps": [], "epochs": []}
     import torch
 
     result["environment"]["torch_optimizer"] = TorchSide(specs[0]).optimizer_implementation()
     for dtype in config["dtypes"]:
         x = as_inputs(mnist.train_images, dtype)
         y = as_labels(mnist.train_labels)
-        progress(f"{dtype}: matmul ceiling ({config['ceiling_size']}x{config['ceiling_size']})")
-        result["ceilings"].append(measure_ceiling(dtype, config["ceiling_size"], config["ceiling_repeats"]))
+        ceiling = MatmulCeiling(dtype, config["ceiling_size"])
         for spec in specs:
             spec = with_overrides(spec, model={"dtype": dtype})
             for batch_size in config["batch_sizes"]:
                 progress(f"{spec.name} {dtype} batch {batch_size}: training step and inference")
                 batches = real_batches(x, y, batch_size, BATCHES_PER_SIZE, spec.train.seed)
-                row = measure_config(spec, batches, config["repeats"], config["min_block_seconds"])
+                row = measure_config(spec, batches, config["repeats"], config["min_block_seconds"], ceiling)
                 result["steps"].append({"spec": spec.name, "dtype": dtype, "batch_size": batch_size, **row})
             progress(f"{spec.name} {dtype}: one epoch per side ({config['epoch_images']:,} images, "
                      f"batch {spec.train.batch_size})")
             epoch = measure_epoch(spec, x, y, config["epoch_images"])
             result["epochs"].append({"spec": spec.name, "dtype": dtype, **epoch})
-        del x, y
+        del x, y, ceiling
         gc.collect()
     result["environment"]["load_average_end"] = os.getloadavg()
     result["environment"]["others_cpu_share"] = others_share(ticks, cpu_ticks())

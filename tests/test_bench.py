@@ -107,6 +107,28 @@ def test_quick_run_ratios_of_timings_are_medians_of_back_to_back_pairs(quick_run
         assert rows[("inference_throughput", batch)] == pytest.approx(1 / inference, rel=1e-9)
 
 
+def test_quick_run_measures_the_ceiling_with_each_row(quick_run):
+    """Each row's ceiling is the median of the products taken with its blocks (one per block and
+    library), and its fractions divide that row's GFLOP/s by the better of the two libraries."""
+    import numpy as np
+
+    _, _, out = quick_run
+    with open(out / "bench.csv", newline="", encoding="utf-8") as file:
+        rows = {(row["metric"], row["batch_size"]): row for row in csv.DictReader(file)}
+    raw = json.loads((out / "bench.json").read_text(encoding="utf-8"))["timing"]["steps"]
+    for entry in raw:
+        batch, ceiling = str(entry["batch_size"]), entry["ceiling"]
+        assert ceiling["size"] == 512  # --quick
+        for library, side in (("numpy", "scratch"), ("torch", "torch")):
+            samples = ceiling["samples"][library]
+            assert len(samples) == len(entry[side]["blocks"]) == 3  # --quick: 3 repeats
+            assert float(rows[("matmul_ceiling", batch)][side]) == pytest.approx(np.median(samples), rel=1e-9)
+        best = max(ceiling["numpy"], ceiling["torch"])
+        for side in ("scratch", "torch"):
+            gflops = float(rows[("gflops", batch)][side])
+            assert float(rows[("ceiling_fraction", batch)][side]) == pytest.approx(gflops / best, rel=1e-9)
+
+
 def test_quick_run_memory_figures_add_up(quick_run):
     _, _, out = quick_run
     raw = json.loads((out / "bench.json").read_text(encoding="utf-8"))
