@@ -170,11 +170,15 @@ def environment_lines(results: BenchResults) -> list[str]:
         f"reports {env['torch_threads']}; {env['cores_usable']} usable cores",
         f"libraries: NumPy {env['numpy']} ({env['numpy_blas']}), torch {env['torch']} ({env['torch_blas']}); "
         f"torch optimizer path: {env['torch_optimizer']}; Python {env['python']}",
+        f"NumPy's OpenBLAS kernels: {env.get('openblas_core') or 'n/a (not OpenBLAS)'}"
+        + "".join(f"; {name}={value}" for name, value in env.get("blas_variables", {}).items() if value is not None),
         f"timing: median of {results.plan.repeats} interleaved blocks per side (each >= "
         f"{results.plan.min_block_seconds * 1e3:g} ms) after a warm-up; ratio = scratch / torch time",
         f"machine: other processes used {env['others_cpu_share']:.0%} of all CPU time during the timing run "
         f"(load average {load_start:.2f} at its start, {load_end:.2f} at its end)",
     ]
+    if env.get("blas_kernel_hint"):
+        lines.append(f"note: {env['blas_kernel_hint']}")
     if env["others_cpu_share"] > BUSY_SHARE:
         lines.append("warning: the machine was busy with other work during the run; absolute times are noisy, "
                      "the interleaved ratios less so")

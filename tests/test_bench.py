@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -41,6 +42,28 @@ def tiny(*hidden: int, input_size: int = 3, output_size: int = 2) -> ModelSpec:
 def test_flop_count_of_tiny_nets_by_hand(model, batch, forward, training):
     assert inference_flops(model, batch) == forward
     assert training_flops(model, batch) == training
+
+
+AVX512 = {"avx2", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
+
+
+@pytest.mark.parametrize("core, flags, forced, says", [
+    ("Haswell", AVX512, "Haswell", "as OPENBLAS_CORETYPE=Haswell in the environment asks"),
+    ("Zen", AVX512, None, "as it picked for this CPU model"),
+    ("Haswell", {"avx2", "fma"}, None, None),  # no AVX-512: Haswell is the right choice
+    ("Haswell", AVX512 - {"avx512bw"}, None, None),  # SkylakeX's kernels need all five
+    ("SkylakeX", AVX512, None, None),  # already the AVX-512 kernels
+    (None, AVX512, None, None),  # NumPy not on OpenBLAS
+])
+def test_blas_kernel_hint_only_when_avx512_kernels_are_left_unused(core, flags, forced, says):
+    from benchmark.bench_env import blas_kernel_hint
+
+    hint = blas_kernel_hint(core, flags, forced)
+    if says is None:
+        assert hint is None
+    else:
+        assert f"runs its {core} (AVX2) kernels, {says}, on a CPU that has AVX-512" in hint
+        assert "OPENBLAS_CORETYPE=SkylakeX" in hint
 
 
 def test_linear_shapes_follow_the_spec():
@@ -146,6 +169,10 @@ def test_quick_run_reports_the_threads_both_libraries_use(quick_run):
     assert environment["torch_threads"] == 1
     assert environment["openblas_threads"] in (1, None)  # None: NumPy not built on OpenBLAS
     assert environment["thread_variables"]["OPENBLAS_NUM_THREADS"] == "1"
+    # the kernels OpenBLAS runs, and the variable that may force them, passed on untouched
+    assert environment["blas_variables"] == {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+    if environment["openblas_threads"] is not None:
+        assert environment["openblas_core"]
 
 
 def test_quick_run_writes_markdown_and_plot_atomically(quick_run):
