@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 import numpy as np
 
 from scratch_nn.activations import ACTIVATION_CLASSES
 from benchmark.specargs import add_model_arguments, spec_from_args
-from scratch_nn.spec import Spec, builtin_spec_names, load_builtin_spec
+from scratch_nn.spec import Spec, TrainSpec, builtin_spec_names, load_builtin_spec, settings_in_use
 
 ACTIVATION_TYPES = {cls.__name__: name for name, cls in ACTIVATION_CLASSES.items()}  # "ReLU" -> "relu"
 
@@ -69,14 +70,11 @@ def _format_cell(value) -> str:
 
 
 def training_line(spec: Spec) -> str:
-    train = spec.train
-    details = {"sgd": f"momentum={train.momentum:g} nesterov={train.nesterov}",
-               "adam": f"betas={train.betas} eps={train.eps:g}",
-               "adamw": f"betas={train.betas} eps={train.eps:g}",
-               "rmsprop": f"alpha={train.alpha:g} momentum={train.momentum:g}"}[train.optimizer]
-    return (f"training: {train.optimizer} lr={train.lr:g} {details} weight_decay={train.weight_decay:g} "
-            f"l1={train.l1:g} schedule={train.schedule} batch_size={train.batch_size} "
-            f"epochs={train.epochs} seed={train.seed}")
+    """`training: sgd lr=0.1 momentum=0.9 ...`: the training settings this spec's choices use."""
+    names = {field.name for field in fields(TrainSpec)} - {"optimizer"}
+    settings = [f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+                for name, value in settings_in_use(spec).items() if name in names]
+    return f"training: {spec.train.optimizer} {' '.join(settings)}"
 
 
 def run_describe(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from string import Template
 import pandas as pd
 
 from benchmark.record import SIDES, RunRecord
-from scratch_nn.spec import Spec, to_dict
+from scratch_nn.spec import Spec, settings_in_use
 
 PAGE = Template("""<!DOCTYPE html>
 <html lang="en">
@@ -120,10 +120,8 @@ def layers_table(spec: Spec) -> pd.DataFrame:
 
 
 def spec_blocks(spec: Spec) -> list[tuple]:
-    """The spec: its description, the layers, and every model and training setting."""
-    settings = {key: value for key, value in to_dict(spec)["model"].items() if key != "layers"}
-    settings.update(to_dict(spec)["train"])
-    pairs = [(key, fmt(value)) for key, value in settings.items()]
+    """The spec: its description, the layers, and the model and training settings it uses."""
+    pairs = [(key, fmt(value)) for key, value in settings_in_use(spec).items()]
     rows = -(-len(pairs) // 3)  # three setting/value column pairs, filled column by column
     pairs += [("", "")] * (3 * rows - len(pairs))
     table = pd.DataFrame([sum((pairs[row + rows * column] for column in range(3)), ()) for row in range(rows)],

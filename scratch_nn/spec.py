@@ -352,9 +352,29 @@ def to_dict(spec: Spec) -> dict[str, Any]:
     return asdict(spec)
 
 
+# The settings that only one choice reads: setting -> the optimisers, schedules, inits or losses
+# that use it. Every other setting applies to every spec.
+SETTING_USERS = {
+    "momentum": ("sgd", "rmsprop"), "dampening": ("sgd",), "nesterov": ("sgd",),
+    "betas": ("adam", "adamw"), "eps": ("adam", "adamw", "rmsprop"), "alpha": ("rmsprop",),
+    "step_size": ("step",), "gamma": ("step",),
+    "init_value": ("constant",), "label_smoothing": ("cross_entropy",),
+}
+
+
+def settings_in_use(spec: Spec) -> dict[str, Any]:
+    """The model settings (but the layers) and training settings this spec's choices read, as
+    plain data: an SGD run shows no betas, a constant schedule no step_size."""
+    chosen = {spec.train.optimizer, spec.train.schedule, spec.model.init, spec.model.loss}
+    plain = to_dict(spec)
+    settings = {key: value for key, value in plain["model"].items() if key != "layers"} | plain["train"]
+    return {key: value for key, value in settings.items()
+            if key not in SETTING_USERS or chosen & set(SETTING_USERS[key])}
+
+
 __all__ = [
     "ACTIVATIONS", "INITS", "LOSSES", "OPTIMIZERS", "SCHEDULES", "DTYPES", "DEFAULT_SPEC",
     "SpecError", "LayerSpec", "ModelSpec", "TrainSpec", "Spec",
     "validate", "load_spec", "load_spec_file", "load_builtin_spec", "builtin_spec_names",
-    "parse_layers", "with_overrides", "spec_from_dict", "to_dict",
+    "parse_layers", "with_overrides", "spec_from_dict", "to_dict", "settings_in_use",
 ]

@@ -148,3 +148,19 @@ def test_overrides_ignore_none_and_keep_the_rest():
     assert new.model.dtype == "float64" and new.model.init == spec.model.init
     assert new.train.lr == 0.2 and new.train.seed == spec.train.seed
     assert isinstance(new.train, TrainSpec)
+
+
+def test_settings_in_use_leave_out_what_another_choice_reads():
+    from scratch_nn.spec import settings_in_use
+
+    sgd = settings_in_use(load_spec("mnist-mlp"))
+    assert {"momentum", "dampening", "nesterov", "lr", "weight_decay", "batch_size", "seed", "dtype"} <= set(sgd)
+    assert not {"betas", "eps", "alpha", "step_size", "gamma", "init_value", "layers"} & set(sgd)
+    assert sgd["label_smoothing"] == 0.0  # cross-entropy reads it
+
+    adam = settings_in_use(with_overrides(load_spec("mnist-mlp"), train={"optimizer": "adam", "schedule": "step"},
+                                          model={"init": "constant", "loss": "mse"}))
+    assert {"betas", "eps", "step_size", "gamma", "init_value"} <= set(adam)
+    assert not {"momentum", "dampening", "nesterov", "alpha", "label_smoothing"} & set(adam)
+    rmsprop = settings_in_use(with_overrides(load_spec("mnist-mlp"), train={"optimizer": "rmsprop"}))
+    assert {"alpha", "eps", "momentum"} <= set(rmsprop) and "nesterov" not in rmsprop
