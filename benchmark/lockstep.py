@@ -18,7 +18,8 @@ from benchmark.memory import SideMemory
 from scratch_nn.layers import Dropout
 from scratch_nn.losses import build_loss, softmax
 from scratch_nn.model import MLP
-from scratch_nn.optim import build_optimizer, build_scheduler
+from scratch_nn.optim import build_optimizer
+from scratch_nn.schedulers import build_scheduler
 from scratch_nn.spec import Spec
 from scratch_nn.train import add_l1_gradient, l1_penalty
 

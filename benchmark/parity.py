@@ -176,12 +176,12 @@ def trajectory_parity(scratch_model, train_spec, batches: list[tuple[np.ndarray,
     MNIST scratch and torch float32 differ by up to 3x torch's own error (RMSprop), hence 10.
     Float64 trajectories are judged at 1e-10 with no widening: they are where exactness is shown.
     """
-    from scratch_nn import optim
+    from scratch_nn import optim, schedulers
 
     model = copy.deepcopy(scratch_model)
     dtype = model.spec.dtype
     optimizer = optim.build_optimizer(train_spec, dict(model.named_parameters()))
-    scheduler = optim.build_scheduler(train_spec, optimizer)
+    scheduler = schedulers.build_scheduler(train_spec, optimizer)
     sides = [TorchSide(model, train_spec, dtype)] + [TorchSide(model, train_spec, "float64")] * (dtype == "float32")
     tolerance = TOLERANCES[dtype] if tolerance is None else tolerance
     kinds, unjudged, rows = layer_kinds(model), loss_free_names(model, train_spec), []

@@ -4,7 +4,7 @@
     spec = load_spec("mnist-mlp")
     model = MLP(spec.model, np.random.default_rng(spec.train.seed))
 
-Optimisers and schedulers live in `scratch_nn.optim`.
+Optimisers live in `scratch_nn.optim`, learning-rate schedulers in `scratch_nn.schedulers`.
 """
 from scratch_nn.activations import (ELU, GELU, Activation, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh,
                                     build_activation)

@@ -12,7 +12,7 @@ named `layers.{i}`, so `named_parameters()` and `state_dict()` keys equal those 
 All parameters live in one flat array, in `named_parameters()` order, and all gradients in another
 (`share_storage`): each layer's `params` and `grads` entries are views of them, with the usual
 names and shapes. Nothing else changes for the layers; an optimiser that sees this layout updates
-every parameter with a few whole-array operations instead of a few per tensor (scratch_nn.optim).
+every parameter with a few whole-array operations instead of a few per tensor (scratch_nn.flat).
 """
 from __future__ import annotations
 

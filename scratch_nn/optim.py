@@ -1,4 +1,4 @@
-"""Optimisers and learning-rate schedulers with torch.optim's update rules, names and defaults.
+"""Optimisers with torch.optim's update rules, names and defaults (schedulers: scratch_nn.schedulers).
 
 Each optimiser holds the model's live parameter arrays (`params`, name -> array) and updates them
 in place in `step(grads)`; `grads` has the same keys and is only read. `optimizer.state[name]` holds
@@ -15,17 +15,17 @@ Steps allocate nothing (SGD's first step allocates the momentum buffer): each op
 scratch arrays per parameter and writes every intermediate into them with `out=` or in place.
 
 When the parameters are consecutive views of one flat array, as an MLP keeps them, SGD applies its
-update once to that whole array (`FlatParameters`) instead of once per tensor: the rule is
+update once to that whole array (scratch_nn.flat) instead of once per tensor: the rule is
 elementwise, so the values are the same, and `state[name]` holds views of the whole-array state.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from scratch_nn.spec import OPTIMIZERS, SCHEDULES, TrainSpec
+from scratch_nn.flat import FlatParameters, flat_array
+from scratch_nn.spec import OPTIMIZERS, TrainSpec
 
 Parameters = Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]  # dict or named_parameters()
 
@@ -79,61 +79,6 @@ def _live_parameters(params: Parameters) -> tuple[dict[str, np.ndarray], np.dtyp
     if len(dtypes) > 1:
         raise ValueError(f"parameters must share one dtype, got {', '.join(dtypes)}")
     return params, next(iter(params.values())).dtype
-
-
-def flat_array(arrays: list[np.ndarray]) -> np.ndarray | None:
-    """The 1-D array of which `arrays` are consecutive views, in order, covering it whole; else None."""
-    base = arrays[0].base
-    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
-        return None
-    address = base.__array_interface__["data"][0]
-    for array in arrays:
-        if (array.base is not base or not array.flags.c_contiguous
-                or array.__array_interface__["data"][0] != address):
-            return None
-        address += array.nbytes
-    return base if address == base.__array_interface__["data"][0] + base.nbytes else None
-
-
-class FlatParameters:
-    """All parameters as the one flat array they are views of (scratch_nn.model.share_storage).
-
-    An elementwise update of the whole array is the same update of every tensor, in a few NumPy
-    calls instead of a few per tensor. `gradient(grads)` is the gradients as one array (the flat
-    array they are views of, else a gathered copy); `publish(states)` gives each parameter's state
-    views of the whole-array state, under torch's names.
-    """
-
-    def __init__(self, params: dict[str, np.ndarray], flat: np.ndarray) -> None:
-        self.param, self.state = flat, {}  # the whole-array state: name -> flat array
-        self.decayed, self.work = _scratch(flat)
-        self._layout = [(name, param.size, param.shape) for name, param in params.items()]
-        self._seen: list[np.ndarray] = []  # the gradient arrays of the last step, and their flat array
-        self._grad: np.ndarray | None = None
-        self._gathered: np.ndarray | None = None  # for gradients that are not views of one array
-        self._published: dict[str, np.ndarray] = {}
-
-    def gradient(self, grads: Mapping[str, np.ndarray]) -> np.ndarray:
-        arrays = [grads[name] for name, _, _ in self._layout]
-        if len(arrays) != len(self._seen) or any(a is not b for a, b in zip(arrays, self._seen)):
-            for array, (name, _, shape) in zip(arrays, self._layout):  # checked when the arrays change
-                if array.shape != shape:
-                    raise ValueError(f"gradient {name!r} has shape {array.shape}, its parameter {shape}")
-            self._seen, self._grad = arrays, flat_array(arrays)
-        if self._grad is not None:
-            return self._grad
-        if self._gathered is None:
-            self._gathered = np.empty_like(self.param)
-        return np.concatenate([array.reshape(-1) for array in arrays], out=self._gathered)
-
-    def publish(self, states: dict[str, dict]) -> None:
-        for key, flat in self.state.items():
-            if self._published.get(key) is not flat:  # new (first step): hand out its views once
-                offset = 0
-                for name, size, shape in self._layout:
-                    states[name][key] = flat[offset:offset + size].reshape(shape)
-                    offset += size
-                self._published[key] = flat
 
 
 def _scratch(param: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -340,74 +285,6 @@ class RMSprop(Optimizer):
                 param += numerator
 
 
-def _check_positive_integer(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= 1)")
-
-
-class LRScheduler:
-    """Sets `optimizer.lr` once per epoch, as torch's schedulers do with their recursive `get_lr`.
-
-    Made at epoch 0 (`last_epoch = 0`, lr unchanged); each `step()` advances `last_epoch` by one and
-    sets the optimizer's lr from its current lr. `get_last_lr()` is a one-element list, as in torch.
-    """
-
-    def __init__(self, optimizer: Optimizer) -> None:
-        self.optimizer = optimizer
-        self.base_lrs = [optimizer.lr]
-        self.last_epoch = 0
-        self._last_lr = [optimizer.lr]
-
-    def get_lr(self) -> float:
-        """The lr for epoch `last_epoch`, from the optimizer's current lr."""
-        raise NotImplementedError
-
-    def step(self) -> None:
-        self.last_epoch += 1
-        self.optimizer.lr = self.get_lr()
-        self._last_lr = [self.optimizer.lr]
-
-    def get_last_lr(self) -> list[float]:
-        return list(self._last_lr)
-
-
-class StepLR(LRScheduler):
-    """Multiply lr by gamma every step_size epochs: lr = base_lr * gamma**(epoch // step_size)."""
-
-    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
-        _check_positive_integer(step_size, "step_size")
-        self.step_size, self.gamma = step_size, gamma
-        super().__init__(optimizer)
-
-    def get_lr(self) -> float:
-        if self.last_epoch % self.step_size != 0:
-            return self.optimizer.lr
-        return self.optimizer.lr * self.gamma
-
-
-class CosineAnnealingLR(LRScheduler):
-    """Cosine annealing from base_lr to eta_min over T_max epochs, computed recursively as torch does.
-
-        lr_t = eta_min + (lr_{t-1} - eta_min) * (1 + cos(pi t / T_max)) / (1 + cos(pi (t - 1) / T_max))
-
-    approximating eta_min + (base_lr - eta_min) * (1 + cos(pi t / T_max)) / 2 (torch's closed form,
-    which differs in the last bits). Past T_max the lr rises again (period 2 T_max); at the epochs
-    where the ratio's denominator is 0, torch adds (base_lr - eta_min) * (1 - cos(pi / T_max)) / 2.
-    """
-
-    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:  # noqa: N803 (torch)
-        _check_positive_integer(T_max, "T_max")
-        self.T_max, self.eta_min = T_max, eta_min
-        super().__init__(optimizer)
-
-    def get_lr(self) -> float:
-        lr, epoch, eta_min, T_max = self.optimizer.lr, self.last_epoch, self.eta_min, self.T_max
-        if (epoch - 1 - T_max) % (2 * T_max) == 0:
-            return lr + (self.base_lrs[0] - eta_min) * (1 - math.cos(math.pi / T_max)) / 2
-        return ((1 + math.cos(math.pi * epoch / T_max)) / (1 + math.cos(math.pi * (epoch - 1) / T_max))
-                * (lr - eta_min) + eta_min)
-
-
 def build_optimizer(train_spec: TrainSpec, params: Parameters) -> Optimizer:
     """The optimiser `train_spec.optimizer` names, with the spec's hyper-parameters, over `params`."""
     name, lr, weight_decay = train_spec.optimizer, train_spec.lr, train_spec.weight_decay
@@ -424,17 +301,4 @@ def build_optimizer(train_spec: TrainSpec, params: Parameters) -> Optimizer:
     raise ValueError(f"train.optimizer: unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
 
 
-def build_scheduler(train_spec: TrainSpec, optimizer: Optimizer) -> LRScheduler | None:
-    """The per-epoch scheduler: None ("constant"), StepLR ("step"), cosine over all epochs ("cosine")."""
-    if train_spec.schedule == "constant":
-        return None
-    if train_spec.schedule == "step":
-        return StepLR(optimizer, step_size=train_spec.step_size, gamma=train_spec.gamma)
-    if train_spec.schedule == "cosine":
-        return CosineAnnealingLR(optimizer, T_max=train_spec.epochs)
-    raise ValueError(f"train.schedule: unknown schedule {train_spec.schedule!r}; "
-                     f"allowed: {', '.join(SCHEDULES)}")
-
-
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "StepLR", "CosineAnnealingLR",
-           "build_optimizer", "build_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "build_optimizer"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from scratch_nn import optim
+from scratch_nn import optim, schedulers
 from scratch_nn.spec import TrainSpec
 
 THETA0 = [1.0, -2.0]
@@ -263,7 +263,7 @@ def test_step_allocates_no_parameter_sized_temporaries(rng, config):
 
 def test_step_lr_by_hand():
     optimizer = optim.SGD({"weight": np.zeros(2)}, lr=1.0)
-    scheduler = optim.StepLR(optimizer, step_size=2, gamma=0.5)
+    scheduler = schedulers.StepLR(optimizer, step_size=2, gamma=0.5)
     lrs = [scheduler.get_last_lr()[0]]
     for _ in range(5):
         scheduler.step()
@@ -274,7 +274,7 @@ def test_step_lr_by_hand():
 def test_cosine_by_hand():
     # T_max 2 from lr 1: epoch 1 -> (1 + cos(pi/2)) / 2 = 0.5, epoch 2 -> (1 + cos(pi)) / 2 = 0
     optimizer = optim.SGD({"weight": np.zeros(2)}, lr=1.0)
-    scheduler = optim.CosineAnnealingLR(optimizer, T_max=2)
+    scheduler = schedulers.CosineAnnealingLR(optimizer, T_max=2)
     scheduler.step()
     assert optimizer.lr == pytest.approx(0.5, abs=1e-15)
     scheduler.step()
@@ -290,7 +290,7 @@ def test_cosine_by_hand():
 ])
 def test_scheduler_matches_torch_for_twenty_epochs(name, kwargs):
     optimizer = optim.SGD({"weight": np.zeros(2)}, lr=0.1)
-    ours = getattr(optim, name)(optimizer, **kwargs)
+    ours = getattr(schedulers, name)(optimizer, **kwargs)
     torch_optimizer = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
     theirs = getattr(torch.optim.lr_scheduler, name)(torch_optimizer, **kwargs)
     assert ours.get_last_lr() == theirs.get_last_lr()
@@ -355,9 +355,9 @@ def test_nan_learning_rate_is_refused():
 
 
 @pytest.mark.parametrize("make_scheduler, message", [
-    (lambda optimizer: optim.StepLR(optimizer, step_size=0),
+    (lambda optimizer: schedulers.StepLR(optimizer, step_size=0),
      "Invalid step_size: 0 (must be an integer >= 1)"),
-    (lambda optimizer: optim.CosineAnnealingLR(optimizer, T_max=0),
+    (lambda optimizer: schedulers.CosineAnnealingLR(optimizer, T_max=0),
      "Invalid T_max: 0 (must be an integer >= 1)"),
 ])
 def test_invalid_scheduler_arguments_raise(make_scheduler, message):
@@ -388,8 +388,8 @@ def test_build_optimizer_passes_the_spec_hyper_parameters(name, expected_class, 
 
 def test_build_scheduler_follows_the_schedule():
     optimizer = optim.SGD({"weight": np.zeros(2)}, lr=0.1)
-    assert optim.build_scheduler(TrainSpec(schedule="constant"), optimizer) is None
-    step = optim.build_scheduler(TrainSpec(schedule="step", step_size=4, gamma=0.5), optimizer)
-    assert type(step) is optim.StepLR and (step.step_size, step.gamma) == (4, 0.5)
-    cosine = optim.build_scheduler(TrainSpec(schedule="cosine", epochs=12), optimizer)
-    assert type(cosine) is optim.CosineAnnealingLR and (cosine.T_max, cosine.eta_min) == (12, 0.0)
+    assert schedulers.build_scheduler(TrainSpec(schedule="constant"), optimizer) is None
+    step = schedulers.build_scheduler(TrainSpec(schedule="step", step_size=4, gamma=0.5), optimizer)
+    assert type(step) is schedulers.StepLR and (step.step_size, step.gamma) == (4, 0.5)
+    cosine = schedulers.build_scheduler(TrainSpec(schedule="cosine", epochs=12), optimizer)
+    assert type(cosine) is schedulers.CosineAnnealingLR and (cosine.T_max, cosine.eta_min) == (12, 0.0)
