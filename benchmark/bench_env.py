@@ -53,7 +53,8 @@ def openblas_threads() -> int | None:
 def openblas_core() -> str | None:
     """The CPU kernels OpenBLAS picked at load time ("Haswell", "SkylakeX", ...), or None."""
     function = openblas_function("openblas_get_corename", ctypes.c_char_p)
-    return function().decode("ascii", "replace") if function else None
+    name = function() if function else None
+    return name.decode("ascii", "replace") if name else None
 
 
 def cpu_flags() -> set[str]:
@@ -116,15 +117,16 @@ def environment(threads: int, with_torch: bool = True) -> dict:
 
     `with_torch=False` leaves torch unimported (the scratch side's memory run never needs it).
     """
+    core = openblas_core()
     found = {
         "threads_requested": threads,
         "openblas_threads": openblas_threads(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "thread_variables": {name: os.environ.get(name) for name in THREAD_VARIABLES},
         "numpy": np.__version__, "numpy_blas": numpy_blas(),
-        "openblas_core": openblas_core(),
+        "openblas_core": core,
         "blas_variables": {name: os.environ.get(name) for name in BLAS_VARIABLES},
-        "blas_kernel_hint": blas_kernel_hint(openblas_core(), cpu_flags(), os.environ.get("OPENBLAS_CORETYPE")),
+        "blas_kernel_hint": blas_kernel_hint(core, cpu_flags(), os.environ.get("OPENBLAS_CORETYPE")),
         "python": sys.version.split()[0],
         "load_average_start": os.getloadavg(),
     }
