@@ -9,9 +9,10 @@ and without --dtype both float32 and float64. What is measured, and how (benchma
 - per batch size, the seconds of a training step split into forward (with the loss), backward and
   optimiser update, and the seconds of an inference forward, for both sides in one process on the
   same real MNIST batches, repeats interleaved (median of `--repeats` blocks after a warm-up);
-- per batch size, the machine's ceiling in the same seconds: the better of NumPy's and torch's
-  GFLOP/s on a large square matmul, one product after each block of that library's side; each
-  side's GFLOP/s per step (FLOPs counted as in benchmark.bench_sides) as a fraction of it;
+- per row (spec, dtype, batch size), the machine's ceiling in the same seconds: the better of
+  NumPy's and torch's GFLOP/s on a large square matmul, one product after each block of that
+  library's side; each side's GFLOP/s per step (FLOPs counted as in benchmark.bench_sides) as a
+  fraction of it;
 - per spec and dtype, the seconds of one epoch on real MNIST at the spec's batch size;
 - per spec, dtype and side, in a fresh process each, the peak resident memory of a short training
   run, the part of it beyond the loaded dataset, and its growth from the first epoch to the last.

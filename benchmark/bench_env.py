@@ -20,9 +20,8 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE",)  # not set by svt bench: passed on as found, and reported
 
 
-# OpenBLAS's kernels for x86 cores without AVX-512: what it picks for a CPU model it does not know
-# that has AVX2, even when the CPU has AVX-512 too
-AVX2_KERNELS = ("Haswell", "Zen")
+# OpenBLAS's kernels for x86 cores that have AVX2 but not AVX-512
+AVX2_KERNELS = ("haswell", "zen")  # lower case: builds without runtime selection say "HASWELL"
 AVX512_FLAGS = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")  # what its SkylakeX kernels use
 
 
@@ -35,7 +34,10 @@ def openblas_function(name: str, restype=ctypes.c_int):
     except OSError:
         return None
     for path in sorted(paths):
-        library = ctypes.CDLL(path)
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:  # e.g. a mapping of a library file deleted since it was loaded
+            continue
         for symbol in (f"scipy_{name}64_", f"{name}64_", name):
             function = getattr(library, symbol, None)
             if function is not None:
@@ -74,11 +76,15 @@ def blas_kernel_hint(core: str | None, flags: set[str], forced: str | None) -> s
 
     OpenBLAS picks its kernels by CPU model, or as OPENBLAS_CORETYPE (`forced`) says. Seen on an
     AMD EPYC with AVX-512 whose environment set OPENBLAS_CORETYPE=Haswell: with SkylakeX instead
-    the 2048x2048 float32 product ran 1.8x faster (about 240 -> 440 GFLOP/s on 2 threads).
+    the 2048x2048 float32 product ran 1.8x faster (about 240 -> 440 GFLOP/s on 2 threads), and
+    with the variable set to an unknown name OpenBLAS picked SkylakeX itself.
     """
-    if core not in AVX2_KERNELS or not all(flag in flags for flag in AVX512_FLAGS):
+    if (core or "").lower() not in AVX2_KERNELS or not all(flag in flags for flag in AVX512_FLAGS):
         return None
-    why = f"as OPENBLAS_CORETYPE={forced} in the environment asks" if forced else "as it picked for this CPU model"
+    if forced and forced.lower() == core.lower():
+        why = f"as OPENBLAS_CORETYPE={forced} in the environment asks"
+    else:  # not set, or set to something OpenBLAS did not take (an unknown name makes it detect the CPU)
+        why = "as it picked for this CPU model"
     return (f"NumPy's OpenBLAS runs its {core} (AVX2) kernels, {why}, on a CPU that has AVX-512; "
             "OPENBLAS_CORETYPE=SkylakeX (for svt bench, svt run or your own program) would select its "
             "AVX-512 kernels, which may be much faster")

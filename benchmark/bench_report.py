@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmark.bench_sides import linear_shapes, training_flops
 from benchmark.describe import format_table
-from scratch_nn.spec import DEFAULT_SPEC, Spec
+from scratch_nn.spec import DEFAULT_SPEC, Spec, settings_in_use
 
 CSV_COLUMNS = ["spec", "dtype", "batch_size", "metric", "unit", "scratch", "torch", "ratio"]
 STEP_COLUMNS = ["batch", "scratch step", "torch step", "ratio", "fwd ratio", "bwd ratio", "upd ratio",
@@ -112,7 +112,7 @@ def spec_label(spec: Spec) -> str:
     sizes = [spec.model.input_size] + [fan_out for _, fan_out in linear_shapes(spec.model)]
     activations = "/".join(dict.fromkeys(layer.activation for layer in spec.model.layers))
     train = spec.train
-    extra = f" momentum={train.momentum:g}" if train.optimizer in ("sgd", "rmsprop") and train.momentum else ""
+    extra = f" momentum={train.momentum:g}" if train.momentum and "momentum" in settings_in_use(spec) else ""
     return f"{'-'.join(map(str, sizes))} {activations}, {train.optimizer} lr={train.lr:g}{extra}"
 
 
@@ -143,8 +143,9 @@ def section_lines(results: BenchResults, spec: Spec, dtype: str) -> tuple[str, l
     rows, timing, plan = results.rows, results.timing, results.plan
     sweep = [row for row in timing["steps"] if row["spec"] == spec.name and row["dtype"] == dtype]
     best = sorted(ceiling_of(row) for row in sweep)
+    span = "-".join(dict.fromkeys(f"{value:.0f}" for value in (best[0], best[-1])))  # "213-220", or "213"
     size = sweep[0]["ceiling"]["size"]
-    title = (f"{spec.name}, {dtype}: {spec_label(spec)}; matmul ceiling {best[0]:.0f}-{best[-1]:.0f} GFLOP/s "
+    title = (f"{spec.name}, {dtype}: {spec_label(spec)}; matmul ceiling {span} GFLOP/s "
              f"({size}x{size}, the better of NumPy and torch, measured with each row)")
     notes = []
     epoch = lookup(rows, spec.name, dtype, "epoch_time")
@@ -170,7 +171,7 @@ def environment_lines(results: BenchResults) -> list[str]:
         f"reports {env['torch_threads']}; {env['cores_usable']} usable cores",
         f"libraries: NumPy {env['numpy']} ({env['numpy_blas']}), torch {env['torch']} ({env['torch_blas']}); "
         f"torch optimizer path: {env['torch_optimizer']}; Python {env['python']}",
-        f"NumPy's OpenBLAS kernels: {env.get('openblas_core') or 'n/a (not OpenBLAS)'}"
+        f"NumPy's OpenBLAS kernels: {env.get('openblas_core') or ('unknown' if env['openblas_threads'] else 'n/a')}"
         + "".join(f"; {name}={value}" for name, value in env.get("blas_variables", {}).items() if value is not None),
         f"timing: median of {results.plan.repeats} interleaved blocks per side (each >= "
         f"{results.plan.min_block_seconds * 1e3:g} ms) after a warm-up; ratio = scratch / torch time",

@@ -112,6 +112,12 @@ class MatmulCeiling:
         product()
         return self.flops / (time.perf_counter() - start) / 1e9
 
+    def summary(self, samples: dict[str, list[float]]) -> dict:
+        """{"size", "numpy", "torch" (median GFLOP/s), "samples"} from each side's list of samples."""
+        by_library = {self.LIBRARIES[side_name]: values for side_name, values in samples.items()}
+        return {"size": self.size, **{library: statistics.median(values) for library, values in by_library.items()},
+                "samples": by_library}
+
 
 def real_batches(x: np.ndarray, y: np.ndarray, batch_size: int, count: int, seed: int) -> list:
     """`count` distinct batches of real training images, each a contiguous array."""
@@ -156,9 +162,7 @@ def measure_config(spec, batches: list, repeats: int, min_block_seconds: float, 
         result[side.name] = {**dict(zip(PHASES, np.median(seconds[side.name], axis=0).tolist())),
                              "blocks": phases.tolist(), "inference_blocks": inference[:, 0].tolist(),
                              "final_loss": side.loss_value()}
-    products = {MatmulCeiling.LIBRARIES[name]: [gflops for _, gflops in blocks] for name, blocks in samples.items()}
-    result["ceiling"] = {"size": ceiling.size, **{library: statistics.median(values) for library, values in
-                                                  products.items()}, "samples": products}  # GFLOP/s
+    result["ceiling"] = ceiling.summary({name: [gflops for _, gflops in blocks] for name, blocks in samples.items()})
     # The two sides' blocks of one repeat ran back to back: the median of their ratios is not
     # skewed by a slow spell of the shared machine, as the ratio of the two medians can be.
     pairs = seconds["scratch"] / seconds["torch"]

@@ -22,7 +22,9 @@ def class_major(logits: np.ndarray) -> np.ndarray:
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log p = z - logsumexp(z) per row, with the row maximum subtracted first so exp cannot overflow."""
+    """log p = z - logsumexp(z) per row, with the row maximum subtracted first so exp cannot overflow.
+
+    Returns an (N, C) array in class-major (Fortran) order, like `softmax`."""
     logits = class_major(logits)
     shifted = logits - logits.max(axis=1, keepdims=True)  # (N, C), max 0 per row
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

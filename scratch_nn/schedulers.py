@@ -83,8 +83,6 @@ class CosineAnnealingLR(LRScheduler):
                 * (lr - eta_min) + eta_min)
 
 
-
-
 def build_scheduler(train_spec: TrainSpec, optimizer: Optimizer) -> LRScheduler | None:
     """The per-epoch scheduler: None ("constant"), StepLR ("step"), cosine over all epochs ("cosine")."""
     if train_spec.schedule == "constant":

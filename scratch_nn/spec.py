@@ -352,24 +352,24 @@ def to_dict(spec: Spec) -> dict[str, Any]:
     return asdict(spec)
 
 
-# The settings that only one choice reads: setting -> the optimisers, schedules, inits or losses
-# that use it. Every other setting applies to every spec.
+# The settings that only some choices read: setting -> (the choosing setting, the choices that
+# read it). Every other setting applies to every spec.
 SETTING_USERS = {
-    "momentum": ("sgd", "rmsprop"), "dampening": ("sgd",), "nesterov": ("sgd",),
-    "betas": ("adam", "adamw"), "eps": ("adam", "adamw", "rmsprop"), "alpha": ("rmsprop",),
-    "step_size": ("step",), "gamma": ("step",),
-    "init_value": ("constant",), "label_smoothing": ("cross_entropy",),
+    "momentum": ("optimizer", ("sgd", "rmsprop")), "dampening": ("optimizer", ("sgd",)),
+    "nesterov": ("optimizer", ("sgd",)), "betas": ("optimizer", ("adam", "adamw")),
+    "eps": ("optimizer", ("adam", "adamw", "rmsprop")), "alpha": ("optimizer", ("rmsprop",)),
+    "step_size": ("schedule", ("step",)), "gamma": ("schedule", ("step",)),
+    "init_value": ("init", ("constant",)), "label_smoothing": ("loss", ("cross_entropy",)),
 }
 
 
 def settings_in_use(spec: Spec) -> dict[str, Any]:
     """The model settings (but the layers) and training settings this spec's choices read, as
     plain data: an SGD run shows no betas, a constant schedule no step_size."""
-    chosen = {spec.train.optimizer, spec.train.schedule, spec.model.init, spec.model.loss}
     plain = to_dict(spec)
     settings = {key: value for key, value in plain["model"].items() if key != "layers"} | plain["train"]
     return {key: value for key, value in settings.items()
-            if key not in SETTING_USERS or chosen & set(SETTING_USERS[key])}
+            if key not in SETTING_USERS or settings[SETTING_USERS[key][0]] in SETTING_USERS[key][1]}
 
 
 __all__ = [

@@ -49,6 +49,9 @@ AVX512 = {"avx2", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
 
 @pytest.mark.parametrize("core, flags, forced, says", [
     ("Haswell", AVX512, "Haswell", "as OPENBLAS_CORETYPE=Haswell in the environment asks"),
+    ("Haswell", AVX512, "haswell", "as OPENBLAS_CORETYPE=haswell in the environment asks"),
+    ("Haswell", AVX512, "NoSuchCore", "as it picked for this CPU model"),  # the variable was not taken
+    ("HASWELL", AVX512, None, "as it picked for this CPU model"),  # a build without runtime selection
     ("Zen", AVX512, None, "as it picked for this CPU model"),
     ("Haswell", {"avx2", "fma"}, None, None),  # no AVX-512: Haswell is the right choice
     ("Haswell", AVX512 - {"avx512bw"}, None, None),  # SkylakeX's kernels need all five

@@ -54,6 +54,19 @@ def test_describe_prints_the_table_and_total():
     assert "total parameters: 52,650   dtype: float64" in result.stdout
 
 
+@pytest.mark.parametrize("args, shown, hidden", [
+    ([], "training: sgd lr=0.1 momentum=0.9 dampening=0 nesterov=False weight_decay=0", ("betas", "alpha", "gamma")),
+    (["--optimizer", "adam", "--lr", "0.001"], "training: adam lr=0.001 betas=(0.9, 0.999) eps=1e-08 weight_decay=0",
+     ("momentum", "nesterov", "alpha")),
+])
+def test_describe_prints_the_training_settings_the_optimiser_reads(args, shown, hidden):
+    result = svt("describe", *args)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("training: "))
+    assert line.startswith(shown)
+    assert not any(f" {name}=" in line for name in hidden)
+
+
 def test_specs_lists_the_builtins():
     result = svt("specs")
     assert result.returncode == 0

@@ -153,6 +153,8 @@ def test_overrides_ignore_none_and_keep_the_rest():
 def test_settings_in_use_leave_out_what_another_choice_reads():
     from scratch_nn.spec import settings_in_use
 
+    default = settings_in_use(with_overrides(load_spec("mnist-mlp"), train={"schedule": "constant"}))
+    assert "init_value" not in default  # "constant" names a schedule and an init: the schedule's does not count
     sgd = settings_in_use(load_spec("mnist-mlp"))
     assert {"momentum", "dampening", "nesterov", "lr", "weight_decay", "batch_size", "seed", "dtype"} <= set(sgd)
     assert not {"betas", "eps", "alpha", "step_size", "gamma", "init_value", "layers"} & set(sgd)
