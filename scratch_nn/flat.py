@@ -3,8 +3,8 @@
 `scratch_nn.model.share_storage` makes every parameter (and every gradient) of an MLP a view of
 one flat array, in order. An elementwise update rule applied once to the flat array is the same
 update of every tensor, in a few NumPy calls instead of a few per tensor (what that saves:
-share_storage's docstring). `flat_array` finds that flat array if there is one; `FlatParameters` holds the
-whole-array state and hands each parameter its views under torch's state names.
+share_storage's docstring). `flat_array` finds that flat array if there is one; `FlatParameters`
+holds the whole-array state and hands each parameter its views under torch's state names.
 """
 from __future__ import annotations
 
