@@ -20,7 +20,8 @@ COLUMNS = {
                "seconds", "peak_memory_mb"],
     "layers": ["step", "side", "parameter", "grad_norm", "weight_norm", "update_ratio"],
     "units": ["step", "side", "layer", "activation", "dead_fraction", "saturated_fraction"],
-    "parity": ["step", "tensor", "shape", "max_abs_diff", "rel_error", "cosine", "ok"],
+    "parity": ["step", "tensor", "shape", "max_abs_diff", "rel_error", "scratch_vs_f64", "torch_vs_f64",
+               "tolerance", "cosine", "ok", "explained"],
     "drift": ["step", "parameter", "drift"],
 }
 
@@ -34,7 +35,8 @@ class RunRecord:
     layers     every `check_every` steps: per-parameter gradient norm, weight norm, update/weight ratio
     units      every `check_every` steps: per activation layer, fraction of dead ReLU units (never
                positive on the batch) and of saturated sigmoid/tanh units
-    parity     every `check_every` steps: the gradient-parity engine's rows on that batch
+    parity     every `check_every` steps: the gradient-parity engine's rows on that batch (in float32
+               with each side's distance from the float64 reference, which is what is judged)
     drift      every `check_every` steps: ||w_scratch - w_torch|| / ||w_torch|| per parameter
     """
 
@@ -53,7 +55,7 @@ class RunRecord:
     first_layer_weights: dict[str, np.ndarray] = field(default_factory=dict)  # side -> (units, 784)
     timing: dict[str, dict] = field(default_factory=dict)  # side -> train_seconds, eval_seconds, peak_memory_mb, ...
     environment: dict = field(default_factory=dict)        # python/numpy/torch versions, BLAS, threads
-    parity_verdict: str = ""        # one line, e.g. "gradients agree: worst rel error 3e-13 (float64)"
+    parity_verdict: str = ""        # one line, e.g. "gradients agree at every check (94 checks): ..."
     stopped: str | None = None      # why training stopped early (divergence), or None
     targets: list[dict] = field(default_factory=list)  # {"target", "measured", "holds"}: the run's own checks
     seconds_total: float = 0.0

@@ -152,6 +152,26 @@ def timing_table(timing: dict[str, dict]) -> pd.DataFrame:
                            ["measure", *SIDES])
 
 
+def parity_table(parity: pd.DataFrame) -> pd.DataFrame:
+    """One row per parity check: its tensors, the worst one relative to its tolerance (the first
+    break, if any), each side's distance from the float64 reference (float32) and the verdict."""
+    rows = []
+    for step, check in parity.groupby("step", sort=True):
+        judged = check["scratch_vs_f64"].where(check["scratch_vs_f64"].notna(), check["rel_error"])
+        broken = check[~check["ok"].astype(bool)]
+        row = broken.iloc[0] if len(broken) else check.loc[(judged / check["tolerance"]).idxmax()]
+        explained = int((check["explained"].fillna("").astype(str) != "").sum())
+        rows.append({"step": step, "tensors": len(check), "worst tensor (or first break)": row["tensor"],
+                     "scratch vs torch": f"{row['rel_error']:.1e}", "scratch vs f64": fmt_error(row["scratch_vs_f64"]),
+                     "torch vs f64": fmt_error(row["torch_vs_f64"]), "tolerance": f"{row['tolerance']:.1e}",
+                     "kink crossings": explained or "-", "ok": "yes" if not len(broken) else "BREAK"})
+    return pd.DataFrame(rows)
+
+
+def fmt_error(value) -> str:
+    return "-" if pd.isna(value) else f"{value:.1e}"
+
+
 def evaluation_blocks(record: RunRecord, frames: dict, data: dict, pngs: dict) -> list[tuple]:
     """Confusion matrices, per-class metrics, and the gallery of disagreements and mistakes."""
     blocks = [figure(pngs, "confusion.png", "Confusion matrices (row = true label, column = prediction, log "
@@ -186,6 +206,11 @@ def sections(record: RunRecord, frames: dict, data: dict, pngs: dict) -> list[tu
                    "others has vanishing gradients, a climbing line exploding ones.", "No gradient norms recorded."),
             figure(pngs, "parity_drift.png", "Left: worst relative error between the two sides' gradients at "
                    "each check. Right: how far the weights have drifted apart.", "No parity checks recorded."),
+            ("p", "Each parity check, from the same weights on both sides. In float32 what is judged is each "
+                  "side's distance from a float64 reference computed from the same float32 weights, inputs "
+                  "and masks: scratch passes when it is as close to it as torch is (every tensor is in "
+                  "parity.csv)."),
+            ("table", parity_table(frames["parity"])) if len(frames["parity"]) else ("note", "No parity checks."),
             figure(pngs, "units.png", "Dead (never positive) and saturated units per activation layer.",
                    "No unit statistics recorded.")]),
         ("First-layer weights", [figure(pngs, "first_layer.png", "What the first hidden units look for: each "

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmark.compare import FD_NOISE_MARGIN, FD_TOLERANCE, ParityReport, compare_all
+from benchmark.compare import FD_NOISE_MARGIN, FD_TOLERANCE, compare_all
+from benchmark.parity_report import ParityReport
 from scratch_nn.gradcheck import numerical_gradient, sample_indices
 from scratch_nn.layers import BatchNorm1d, Dropout
 from scratch_nn.losses import build_loss
@@ -39,6 +40,7 @@ class Pass:
     grad_outputs: dict[str, np.ndarray]  # layer -> dL/d(its output), what its backward was given
     buffers: dict[str, np.ndarray]  # after the forward (batch norm updates them in training)
     masks: dict[str, np.ndarray]  # dropout layer -> the mask it applied
+    grad_logits: np.ndarray  # dL/d(logits): what the loss's backward handed the last layer
 
 
 def scratch_pass(model, x: np.ndarray, y: np.ndarray, l1: float = 0.0, masks: dict | None = None) -> Pass:
@@ -56,6 +58,7 @@ def scratch_pass(model, x: np.ndarray, y: np.ndarray, l1: float = 0.0, masks: di
         outputs[name] = hidden.copy()  # layers may reuse their arrays; keep what was returned now
     loss = loss_fn.forward(hidden, y) + l1_penalty(model, l1)
     grad = loss_fn.backward()
+    grad_logits = grad.copy()
     for name, layer in reversed(layers):
         grad_outputs[name] = grad.copy()
         grad = layer.backward(grad)
@@ -64,7 +67,7 @@ def scratch_pass(model, x: np.ndarray, y: np.ndarray, l1: float = 0.0, masks: di
     grads = {name: grad.copy() for name, grad in model.named_gradients()}
     used = {name: layer.mask for name, layer in layers if isinstance(layer, Dropout) and layer.training}
     return Pass(outputs, np.asarray(loss), grads, grad_inputs, grad_outputs,
-                {name: value.copy() for name, value in model.named_buffers()}, used)
+                {name: value.copy() for name, value in model.named_buffers()}, used, grad_logits)
 
 
 def batch_sum_scale(layer_input: np.ndarray, output: np.ndarray, grad_out: np.ndarray) -> float:
@@ -165,15 +168,17 @@ def layer_numerical_parity(layer, x: np.ndarray, rng: np.random.Generator, sampl
 
 def loss_free_names(model, train_spec) -> set[str]:
     """Trajectory rows set by rounding noise, not judged: with an adaptive optimiser (adam, adamw,
-    rmsprop), the bias of a Linear followed by BatchNorm1d, its optimiser states and that
-    BatchNorm's running_mean. The bias cannot change the loss (the batch mean is subtracted), so
-    its gradient is rounding noise, which dividing by sqrt(v) + eps turns into steps of size lr."""
+    rmsprop), the bias of a Linear followed by BatchNorm1d and its optimiser states. The bias cannot
+    change the loss (the batch mean is subtracted), so its gradient is rounding noise, which
+    dividing by sqrt(v) + eps turns into steps of size lr, different on the two sides. (The
+    BatchNorm's running_mean, which such a bias moves, is judged: every step starts both sides from
+    the same state, so the noise of one step does not reach the next.)"""
     if train_spec.optimizer == "sgd":
         return set()
     layers = model.named_layers()
     names = set()
-    for (name, layer), (next_name, following) in zip(layers, layers[1:]):
+    for (name, layer), (_, following) in zip(layers, layers[1:]):
         if isinstance(following, BatchNorm1d) and following.training and "bias" in layer.params:
-            names |= {f"{name}.bias", f"{next_name}.running_mean"}
+            names.add(f"{name}.bias")
             names |= {f"{name}.bias.{key}" for key in ("step", "exp_avg", "exp_avg_sq", "square_avg", "momentum_buffer")}
     return names

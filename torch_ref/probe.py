@@ -11,6 +11,7 @@ engine looks inside the torch side without changing the module.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ class Recorded:
     grads: dict[str, np.ndarray]  # parameter -> its .grad
     grad_inputs: dict[str, np.ndarray]  # layer -> dL/d(its input)
     buffers: dict[str, np.ndarray]  # after the forward (batch norm updates its running statistics)
+    grad_logits: np.ndarray  # dL/d(logits): what the loss's backward hands the last layer
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -37,10 +39,16 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 def forward_backward(module: nn.Module, loss_fn: nn.Module, x: np.ndarray, y: np.ndarray,
-                     l1: float = 0.0, masks: dict[str, np.ndarray] | None = None) -> Recorded:
+                     l1: float = 0.0, masks: dict[str, np.ndarray] | None = None,
+                     nudges: dict[str, np.ndarray] | None = None) -> Recorded:
     """Run loss_fn(module(x), y) + l1_penalty(module, l1) forward and backward (`.grad` is reset
-    first, and left holding this batch's gradients, ready for `optimizer.step()`)."""
+    first, and left holding this batch's gradients, ready for `optimizer.step()`).
+
+    `nudges` ({"layers.1": delta}) adds a constant to a layer's input before it runs: the parity
+    engine moves a few units that lie within rounding of a kink (ReLU's 0) to the side the scratch
+    model took. The gradient flows through unchanged (d(z + delta)/dz = 1)."""
     set_dropout_masks(module, masks or {})
+    layers = dict(named_layers(module))
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def recorder(name: str):
@@ -50,12 +58,19 @@ def forward_backward(module: nn.Module, loss_fn: nn.Module, x: np.ndarray, y: np
             seen[name] = (inputs[0], output)
         return hook
 
-    handles = [layer.register_forward_hook(recorder(name)) for name, layer in named_layers(module)]
+    def nudger(delta: np.ndarray):
+        def pre_hook(layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            return (inputs[0] + torch.from_numpy(delta), *inputs[1:])
+        return pre_hook
+
+    handles = [layers[name].register_forward_pre_hook(nudger(np.array(delta))) for name, delta in (nudges or {}).items()]
+    handles += [layer.register_forward_hook(recorder(name)) for name, layer in layers.items()]
     try:
         logits = module(torch.from_numpy(x.copy()).requires_grad_())
     finally:
         for handle in handles:
             handle.remove()
+    logits.retain_grad()
     loss = loss_fn(logits, torch.from_numpy(y)) + l1_penalty(module, l1)
     module.zero_grad(set_to_none=True)
     loss.backward()
@@ -63,4 +78,35 @@ def forward_backward(module: nn.Module, loss_fn: nn.Module, x: np.ndarray, y: np
                     loss=_numpy(loss),
                     grads={name: _numpy(param.grad) for name, param in module.named_parameters()},
                     grad_inputs={name: _numpy(inputs.grad) for name, (inputs, _) in seen.items()},
-                    buffers={name: _numpy(value) for name, value in module.named_buffers()})
+                    buffers={name: _numpy(value) for name, value in module.named_buffers()},
+                    grad_logits=_numpy(logits.grad))
+
+
+def each_layer_alone(module: nn.Module, loss_fn: nn.Module, inputs: dict[str, np.ndarray],
+                     grad_outs: dict[str, np.ndarray], logits: np.ndarray, y: np.ndarray, l1: float = 0.0,
+                     masks: dict[str, np.ndarray] | None = None) -> Recorded:
+    """Every operation of a pass on its own, from given inputs: layer "layers.i" of (a copy of)
+    `module` runs forward on inputs["layers.i"] and backward from grad_outs["layers.i"], and the loss
+    runs on `logits`. Given one side's own intermediates, in float64, this is what each of that
+    side's operations should have computed from what it was handed: an error made upstream is not
+    counted again downstream. The parity engine uses it to tell an error a tensor's own operation
+    makes from one it inherits (benchmark.parity.explain_locally)."""
+    module = copy.deepcopy(module)
+    set_dropout_masks(module, masks or {})
+    outputs, grad_inputs, grads = {}, {}, {}
+    for name, layer in named_layers(module):
+        x = torch.from_numpy(np.array(inputs[name])).requires_grad_()
+        output = layer(x)
+        objective = (output * torch.from_numpy(np.array(grad_outs[name]))).sum()
+        if l1 and isinstance(layer, nn.Linear):  # the l1 penalty's share of this layer's weight gradient
+            objective = objective + l1 * layer.weight.abs().sum()
+        objective.backward()
+        outputs[name], grad_inputs[name] = _numpy(output), _numpy(x.grad)
+        grads.update({f"{name}.{key}": _numpy(param.grad) for key, param in layer.named_parameters()})
+    scores = torch.from_numpy(np.array(logits)).requires_grad_()
+    loss = loss_fn(scores, torch.from_numpy(y))
+    loss.backward()
+    with torch.no_grad():
+        loss = loss + l1_penalty(module, l1)
+    return Recorded(outputs, _numpy(loss), grads, grad_inputs,
+                    {name: _numpy(value) for name, value in module.named_buffers()}, _numpy(scores.grad))

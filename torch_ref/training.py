@@ -90,3 +90,28 @@ def training_state(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[
     state.update({name: value.detach().numpy().copy() for name, value in module.named_buffers()})
     state["lr"] = np.array(optimizer.param_groups[0]["lr"])
     return state
+
+
+def load_training_state(module: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, np.ndarray]) -> None:
+    """The inverse of `training_state`: set the parameters, the optimiser states, the buffers and the
+    lr from `state` (the same names; values cast to the module's dtype), so that the next step
+    starts from exactly that state. The parity engine uses it to start every compared step of a
+    trajectory from the scratch side's state.
+
+    A parameter whose state has no entries gets an empty torch state (torch then initialises it
+    on the next step, as on the first). `step` becomes a 0-dim tensor of the default dtype, as
+    torch creates it (torch/optim/adam.py `_init_group`: `torch.tensor(0.0, dtype=_get_scalar_dtype())`).
+    """
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            param.copy_(torch.from_numpy(np.array(state[name])))
+            prefix = f"{name}."
+            entries = {key[len(prefix):]: value for key, value in state.items()
+                       if key.startswith(prefix) and "." not in key[len(prefix):]}
+            optimizer.state[param] = {
+                key: torch.tensor(float(value), dtype=torch.get_default_dtype()) if key == "step"
+                else torch.from_numpy(np.array(value)).to(param.dtype) for key, value in entries.items()}
+        for name, buffer in module.named_buffers():
+            buffer.copy_(torch.from_numpy(np.array(state[name])))
+    for group in optimizer.param_groups:
+        group["lr"] = float(state["lr"])
