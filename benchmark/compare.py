@@ -133,10 +133,12 @@ def scale(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(name: str, a: np.ndarray, b: np.ndarray, tolerance: float, atol: float = 0.0,
-            layer: str = "", reference_side: str = "torch") -> Comparison:
+            layer: str = "", reference_side: str = "torch", shown: bool = True) -> Comparison:
     """Compare scratch's `a` with the reference `b` (see the module docstring for the measures).
 
     An absolute error up to `atol` never breaks: the denominator is at least atol / tolerance.
+    `shown=False` (a distance from the float64 reference, of which only the relative error is
+    used) skips the cosine and the copies of both tensors.
     """
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
@@ -147,6 +149,8 @@ def compare(name: str, a: np.ndarray, b: np.ndarray, tolerance: float, atol: flo
     rel_error = max_abs / denominator
     if not (np.all(np.isfinite(a64)) and np.all(np.isfinite(b64))):
         rel_error = np.nan  # a NaN or inf on either side is never parity
+    if not shown:
+        return Comparison(name, layer, a.shape, max_abs, rel_error, np.nan, tolerance, a, b, reference_side)
     norms = np.linalg.norm(a64) * np.linalg.norm(b64)
     cosine = float(np.vdot(a64, b64) / norms) if norms > 0 else float(max_abs == 0)
     return Comparison(name, layer, a.shape, max_abs, rel_error, cosine, tolerance, a.copy(), b.copy(),
@@ -154,7 +158,7 @@ def compare(name: str, a: np.ndarray, b: np.ndarray, tolerance: float, atol: flo
 
 
 def compare_all(pairs: list[tuple], tolerance: float, dtype: str, reference_side: str = "torch",
-                atol: float = 0.0, kind_floor: float | None = None) -> list[Comparison]:
+                atol: float = 0.0, kind_floor: float | None = None, shown: bool = True) -> list[Comparison]:
     """Compare each `(name, layer, kind, a, b[, atol])` in order, `a` from scratch, `b` the reference.
 
     `kind` ("grad", "output", "exp_avg", ...; None for a tensor on its own) sets the floor of the
@@ -172,7 +176,7 @@ def compare_all(pairs: list[tuple], tolerance: float, dtype: str, reference_side
     rows = []
     for name, layer, kind, a, b, *own_atol in pairs:
         floor = max(atol, *own_atol, tolerance * kind_floor * largest.get(kind, 0.0))
-        rows.append(compare(name, a, b, tolerance, floor, layer, reference_side))
+        rows.append(compare(name, a, b, tolerance, floor, layer, reference_side, shown))
     return rows
 
 
@@ -188,8 +192,9 @@ def compare_with_exact(versus_torch: list[tuple], scratch_exact: list[tuple], to
     `compare_all` takes them: (scratch, torch), (scratch, exact), (torch, exact)."""
     tolerance = TOLERANCES["float32"]  # sets the floors of the measure only
     rows = compare_all(versus_torch, tolerance, "float32", kind_floor=kind_floor)
-    for row, own, theirs in zip(rows, compare_all(scratch_exact, tolerance, "float32", kind_floor=kind_floor),
-                                compare_all(torch_exact, tolerance, "float32", kind_floor=kind_floor)):
+    for row, own, theirs in zip(rows, compare_all(scratch_exact, tolerance, "float32", kind_floor=kind_floor,
+                                                  shown=False),
+                                compare_all(torch_exact, tolerance, "float32", kind_floor=kind_floor, shown=False)):
         row.exact_scratch, row.exact_torch = own.rel_error, theirs.rel_error
         row.tolerance = exact_bound(theirs.rel_error) if np.isfinite(theirs.rel_error) else 0.0
     return rows

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -100,45 +100,69 @@ def gradient_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float = 
     its generator, and torch applies the same. `numerical=True` appends the finite-difference
     referee's rows. `tolerance` (float64 only) defaults to TOLERANCES["float64"]. The model is not changed.
     """
-    from torch_ref import build_loss, each_layer_alone, forward_backward
+    from torch_ref import build_loss, forward_backward
 
     model = copy.deepcopy(scratch_model)  # its generator too: the caller's draws are not consumed
-    dtype, kinds, loss_fn = model.spec.dtype, layer_kinds(model), build_loss(model.spec)
-    module, module64 = twin(model), twin(model, "float64")  # before the scratch pass changes the buffers
-    scratch = scratch_pass(model, x, y, l1, masks or {})
+    loss_fn = build_loss(model.spec)
+    module = twin(model)
+    module64 = twin(model, "float64") if model.spec.dtype == "float32" else None  # before the scratch
+    scratch = scratch_pass(model, x, y, l1, masks or {})                           # pass moves the buffers
     reference = forward_backward(module, loss_fn, x, y, l1, scratch.masks)
-    allowances = sum_allowances(scratch, kinds, x, dtype)
-    if dtype == "float64":
-        rows = compare_all(pass_pairs(scratch, reference, kinds, allowances),
-                           TOLERANCES[dtype] if tolerance is None else tolerance, dtype)
-    else:
-        x64, masks64 = x.astype(np.float64), as_float64(scratch.masks)
-
-        def exact_pass(nudges=None):
-            return forward_backward(copy.deepcopy(module64), loss_fn, x64, y, l1, masks64, nudges)
-
-        def judge(scratch_reference, torch_reference):
-            return compare_with_exact(pass_pairs(scratch, reference, kinds, allowances),
-                                      pass_pairs(scratch, scratch_reference, kinds, allowances),
-                                      pass_pairs(reference, torch_reference, kinds, allowances))
-
-        def alone(side, side_x):  # each of this side's operations from its own inputs, in float64
-            grad_outs = {**dict(zip(kinds, [side.grad_inputs[name] for name in list(kinds)[1:]])),
-                         list(kinds)[-1]: side.grad_logits}
-            return each_layer_alone(module64, loss_fn, as_float64(kinks.layer_inputs(kinds, side_x, side.outputs)),
-                                    as_float64(grad_outs), side.outputs[list(kinds)[-1]].astype(np.float64), y,
-                                    l1, masks64)
-
-        exact = exact_pass()
-        rows = judge(exact, exact)
-        inputs = [kinks.layer_inputs(kinds, x_side, side.outputs)
-                  for x_side, side in ((x, scratch), (x64, exact), (x, reference))]
-        explain_kinks(rows, lambda: kinks.crossings(kinds, *inputs), lambda nudges: judge(exact_pass(nudges), exact))
-        explain_locally(rows, lambda: judge(alone(scratch, x), alone(reference, x)))
-    report = ParityReport(rows, dtype)
+    exact = None if module64 is None else forward_backward(copy.deepcopy(module64), loss_fn, x.astype(np.float64),
+                                                           y, l1, as_float64(scratch.masks))
+    rows = judge_pass(Sides(scratch, reference, exact, module64, loss_fn), layer_kinds(model), x, y, l1, tolerance)
+    report = ParityReport(rows, model.spec.dtype)
     if numerical:
         report = report + numerical_parity(scratch_model, x, y, l1=l1, masks=scratch.masks)
     return report
+
+
+@dataclass
+class Sides:
+    """One batch as each side computed it: scratch's pass, torch's, and (float32) torch's in float64
+    from the same float32 weights, inputs and masks, with the float64 twin as it was before that
+    pass (`module64`: recomputed with nudges, or layer by layer, when a row needs explaining)."""
+
+    scratch: object  # benchmark.scratch_side.Pass
+    torch: object  # torch_ref.Recorded
+    exact: object | None  # torch_ref.Recorded in float64, None in float64
+    module64: object | None
+    loss_fn: object
+
+
+def judge_pass(sides: Sides, kinds: dict[str, str], x: np.ndarray, y: np.ndarray, l1: float,
+               tolerance: float | None = None) -> list:
+    """The rows of one pass (`pass_pairs`): float64 against torch at `tolerance` (1e-10); float32
+    against the float64 reference, kink crossings and inherited rounding explained."""
+    from torch_ref import each_layer_alone, forward_backward
+
+    scratch, reference, dtype = sides.scratch, sides.torch, str(x.dtype)
+    allowances = sum_allowances(scratch, kinds, x, dtype)
+    if sides.exact is None:
+        return compare_all(pass_pairs(scratch, reference, kinds, allowances),
+                           TOLERANCES[dtype] if tolerance is None else tolerance, dtype)
+    x64, masks64 = x.astype(np.float64), as_float64(scratch.masks)
+
+    def judge(scratch_reference, torch_reference=sides.exact):
+        return compare_with_exact(pass_pairs(scratch, reference, kinds, allowances),
+                                  pass_pairs(scratch, scratch_reference, kinds, allowances),
+                                  pass_pairs(reference, torch_reference, kinds, allowances))
+
+    def alone(side):  # each of this side's operations from its own inputs, in float64
+        last = list(kinds)[-1]
+        grad_outs = {**dict(zip(kinds, [side.grad_inputs[name] for name in list(kinds)[1:]])), last: side.grad_logits}
+        return each_layer_alone(sides.module64, sides.loss_fn, as_float64(kinks.layer_inputs(kinds, x, side.outputs)),
+                                as_float64(grad_outs), side.outputs[last].astype(np.float64), y, l1, masks64)
+
+    def nudged(nudges):
+        return forward_backward(copy.deepcopy(sides.module64), sides.loss_fn, x64, y, l1, masks64, nudges)
+
+    rows = judge(sides.exact)
+    inputs = [kinks.layer_inputs(kinds, x_side, side.outputs)
+              for x_side, side in ((x, scratch), (x64, sides.exact), (x, reference))]
+    explain_kinks(rows, lambda: kinks.crossings(kinds, *inputs), lambda nudges: judge(nudged(nudges)))
+    explain_locally(rows, lambda: judge(alone(scratch), alone(reference)))
+    return rows
 
 
 def explain_kinks(rows: list, find, rejudge) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmark import kinks
 from benchmark.compare import TOLERANCES, compare_all, compare_with_exact
-from benchmark.parity import as_float64, explain_kinks, explain_locally, gradient_parity, layer_kinds, twin
+from benchmark.parity import Sides, as_float64, explain_kinks, explain_locally, judge_pass, layer_kinds, twin
 from benchmark.parity_report import ParityReport
 from benchmark.scratch_side import loss_free_names, scratch_pass
 
@@ -80,6 +80,13 @@ class TorchStepper:
         if step_scheduler and self.scheduler is not None:
             self.scheduler.step()
         return seen, {"loss": seen.loss, **torch_ref.training_state(self.module, self.optimizer)}
+
+    def loaded(self, start: dict):
+        """Load `start` (a scratch state) and return a copy of the module as it then is."""
+        import torch_ref
+
+        torch_ref.load_training_state(self.module, self.optimizer, start)
+        return copy.deepcopy(self.module)
 
     def update(self, start: dict, grads: dict[str, np.ndarray], step_scheduler: bool) -> dict[str, np.ndarray]:
         """The last step's update alone: from `start`, the optimiser (and scheduler) step on the given
@@ -143,21 +150,25 @@ def trajectory_parity(scratch_model, train_spec, batches: list[tuple[np.ndarray,
     report = ParityReport([], dtype)
     for step, (x, y) in enumerate(batches, start=1):
         prefix, start = f"step {step}/", scratch_state(model, optimizer)
-        for row in gradient_parity(model, x, y, l1=train_spec.l1, tolerance=tolerance).rows:  # draws the masks
-            row.name = prefix + row.name                                                # scratch_pass draws next
-            report.rows.append(row)
         scratch = scratch_pass(model, x, y, train_spec.l1)
+        seen, torch_after = synced.step(x, y, scratch.masks, step_schedulers, start)
+        exact_arguments = (x.astype(np.float64), y, as_float64(scratch.masks), step_schedulers, as_float64(start))
+        exact_seen, exact_after, module64 = None, None, None
+        if exact is not None:
+            module64 = exact.loaded(exact_arguments[-1])  # the float64 twin before the step, for explanations
+            exact_seen, exact_after = exact.step(*exact_arguments[:-1])
+        sides = Sides(scratch, seen, exact_seen, module64, synced.loss_fn)
+        for row in judge_pass(sides, kinds, x, y, train_spec.l1, tolerance):
+            row.name = prefix + row.name
+            report.rows.append(row)
         optimizer.step(scratch.grads)
         if step_schedulers and scheduler is not None:
             scheduler.step()
         after = updated(scratch_state(model, optimizer))
-        seen, torch_after = synced.step(x, y, scratch.masks, step_schedulers, start)
         if exact is None:
             rows = compare_all(state_pairs(prefix, kinds, after, updated(torch_after)), tolerance, dtype,
                                kind_floor=1.0)
         else:
-            exact_arguments = (x.astype(np.float64), y, as_float64(scratch.masks), step_schedulers, as_float64(start))
-            exact_seen, exact_after = exact.step(*exact_arguments)
             rows = judge_float32_step(prefix, kinds, unjudged, (x, scratch, seen, after, updated(torch_after)),
                                       (exact_seen, updated(exact_after)),
                                       lambda nudges: updated(exact.retry(*exact_arguments, nudges)[1]),
