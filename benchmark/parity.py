@@ -351,13 +351,14 @@ def sweep(spec, batch: int, steps: int, seeds: list[int], data_dir: str | None) 
 
     print(f"parity sweep: spec {spec.name}, {spec.model.dtype}, batch {batch}, {steps} steps of "
           f"{spec.train.optimizer}, seeds {seeds[0]}..{seeds[-1]} ({len(seeds)})")
-    broken, explained = [], 0
+    broken, kinked, inherited = [], 0, 0
     for seed in seeds:
         report = check(with_overrides(spec, train={"seed": seed}), batch, steps, data_dir)
-        explained += len(report.explained)
+        kinked += sum(row.explained.startswith("kink") for row in report.explained)
+        inherited += sum(row.explained.startswith("inherited") for row in report.explained)
         print(f"seed {seed:>4}: {report.verdict()}", flush=True)
         broken += [seed] * (not report.ok)
     print(f"sweep: {len(broken)} of {len(seeds)} seeds break ({spec.name}, {spec.model.dtype})"
           + (f": seeds {', '.join(map(str, broken))}" if broken else "")
-          + f"; {explained} rows explained by kink crossings")
+          + f"; rows explained: {kinked} by kink crossings, {inherited} inheriting rounding from upstream")
     return 1 if broken else 0

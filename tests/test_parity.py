@@ -605,6 +605,22 @@ def test_cli_float32_is_at_parity(mnist, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("parity: ")
 
 
+def test_cli_sweep_runs_each_seed_and_counts_breaks(mnist, capsys):
+    assert main(["parity", "--seeds", "3-4", "--steps", "2", "--batch", "32"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("parity sweep: spec mnist-mlp, float32, batch 32, 2 steps of sgd, seeds 3..4 (2)")
+    assert [line.split(":")[0] for line in lines[1:3]] == ["seed    3", "seed    4"]
+    assert all("parity: " in line for line in lines[1:3])
+    assert lines[-1].startswith("sweep: 0 of 2 seeds break (mnist-mlp, float32)")
+
+
+def test_cli_sweep_refuses_a_bad_seed_list():
+    result = subprocess.run([sys.executable, "-m", "benchmark", "parity", "--seeds", "3-x"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "expected a range A-B, a list A,B,C or a count N" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--layers", "256:foo,10"], "unknown activation 'foo'"),
     (["--batch", "0"], "--batch must be in"),
