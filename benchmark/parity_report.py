@@ -71,11 +71,11 @@ class ParityReport:
         width = max([len(row.name) for row in self.rows] + [6])
         layer_width = max([len(row.layer) for row in self.rows] + [5])
         lines = [f"{'tensor':<{width}}  {'layer':<{layer_width}} {'shape':<12} {'max abs diff':>12} "
-                 f"{'rel error':>10} {'scratch vs f64':>14} {'torch vs f64':>12} {'cosine':>10}  ok"]
+                 f"{'rel error':>10}  {'scratch vs f64':>14}  {'torch vs f64':>12} {'cosine':>10}  ok"]
         for row in self.rows:
             shape = "x".join(map(str, row.shape)) or "scalar"
             lines.append(f"{row.name:<{width}}  {row.layer:<{layer_width}} {shape:<12} {row.max_abs:>12.3e} "
-                         f"{row.rel_error:>10.2e} {_figure(row.exact_scratch, 14)} {_figure(row.exact_torch, 12)} "
+                         f"{row.rel_error:>10.2e}  {_figure(row.exact_scratch, 14)}  {_figure(row.exact_torch, 12)} "
                          f"{row.cosine:>10.7f}  {_verdict_word(row)}")
         return "\n".join(lines)
 
@@ -86,7 +86,7 @@ class ParityReport:
         for row in self.rows:
             steps.setdefault(row.name.partition("/")[0], []).append(row)
         lines = [f"{'step':<8} {'tensors':>7}  {'worst tensor (or first break)':<36} {'max abs diff':>12} "
-                 f"{'rel error':>10} {'scratch vs f64':>14} {'torch vs f64':>12} {'tolerance':>10} "
+                 f"{'rel error':>10}  {'scratch vs f64':>14}  {'torch vs f64':>12} {'tolerance':>10} "
                  f"{'free drift':>10}  ok"]
         for step, rows in steps.items():
             part = ParityReport(rows, self.dtype)
@@ -94,7 +94,7 @@ class ParityReport:
             drift = _figure(self.drift.get(step, math.nan), 10)
             explained = f" ({len(part.explained)} explained: {part.explained[0].explained})" if part.explained else ""
             lines.append(f"{step:<8} {len(rows):>7}  {shown.name.partition('/')[2]:<36} {shown.max_abs:>12.3e} "
-                         f"{shown.rel_error:>10.2e} {_figure(shown.exact_scratch, 14)} "
+                         f"{shown.rel_error:>10.2e}  {_figure(shown.exact_scratch, 14)}  "
                          f"{_figure(shown.exact_torch, 12)} {shown.tolerance:>10.1e} {drift}  "
                          f"{'ok' if part.ok else 'BREAK'}{explained}")
         return "\n".join(lines)
