@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from benchmark import kinks
-from benchmark.compare import SUM_MARGIN, TOLERANCES, compare_all, compare_with_exact
+from benchmark.compare import SUM_MARGIN, TOLERANCES, compare_all, compare_with_exact, exact_bound
 from benchmark.errors import UserError, check_output_file
 from benchmark.parity_report import ParityReport
 from benchmark.scratch_side import batch_sum_scale, layer_numerical_parity, numerical_parity, scratch_pass
@@ -351,14 +351,19 @@ def sweep(spec, batch: int, steps: int, seeds: list[int], data_dir: str | None) 
 
     print(f"parity sweep: spec {spec.name}, {spec.model.dtype}, batch {batch}, {steps} steps of "
           f"{spec.train.optimizer}, seeds {seeds[0]}..{seeds[-1]} ({len(seeds)})")
-    broken, kinked, inherited = [], 0, 0
+    broken, kinked, inherited, ratio = [], 0, 0, (0.0, "")
     for seed in seeds:
         report = check(with_overrides(spec, train={"seed": seed}), batch, steps, data_dir)
         kinked += sum(row.explained.startswith("kink") for row in report.explained)
         inherited += sum(row.explained.startswith("inherited") for row in report.explained)
+        ratio = max([ratio, *((row.exact_scratch / row.exact_torch, f"seed {seed}, {row.name}") for row in report.rows
+                              if row.exact_scratch > exact_bound(0.0) and row.exact_torch > 0)], key=lambda pair: pair[0])
         print(f"seed {seed:>4}: {report.verdict()}", flush=True)
         broken += [seed] * (not report.ok)
     print(f"sweep: {len(broken)} of {len(seeds)} seeds break ({spec.name}, {spec.model.dtype})"
           + (f": seeds {', '.join(map(str, broken))}" if broken else "")
-          + f"; rows explained: {kinked} by kink crossings, {inherited} inheriting rounding from upstream")
+          + f"; rows explained: {kinked} by kink crossings, {inherited} inheriting rounding from upstream"
+          + (f"; largest scratch/torch distance from f64 above the floor (explained rows too): {ratio[0]:.2f} "
+             f"({ratio[1]})"
+             if spec.model.dtype == "float32" else ""))
     return 1 if broken else 0

@@ -71,7 +71,9 @@ def forward_backward(module: nn.Module, loss_fn: nn.Module, x: np.ndarray, y: np
         for handle in handles:
             handle.remove()
     logits.retain_grad()
-    loss = loss_fn(logits, torch.from_numpy(y)) + l1_penalty(module, l1)
+    loss = loss_fn(logits, torch.from_numpy(y))
+    if l1:  # the penalty's abs and sum over every weight cost as much as a small model's step
+        loss = loss + l1_penalty(module, l1)
     module.zero_grad(set_to_none=True)
     loss.backward()
     return Recorded(outputs={name: _numpy(output) for name, (_, output) in seen.items()},
@@ -106,7 +108,8 @@ def each_layer_alone(module: nn.Module, loss_fn: nn.Module, inputs: dict[str, np
     scores = torch.from_numpy(np.array(logits)).requires_grad_()
     loss = loss_fn(scores, torch.from_numpy(y))
     loss.backward()
-    with torch.no_grad():
-        loss = loss + l1_penalty(module, l1)
+    if l1:
+        with torch.no_grad():
+            loss = loss + l1_penalty(module, l1)
     return Recorded(outputs, _numpy(loss), grads, grad_inputs,
                     {name: _numpy(value) for name, value in module.named_buffers()}, _numpy(scores.grad))
