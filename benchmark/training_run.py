@@ -62,13 +62,16 @@ def train_side_by_side(spec: Spec, train: tuple[np.ndarray, np.ndarray], test: t
     for number in range(1, spec.train.epochs + 1):
         order = rng.permutation(len(x))
         epoch = Epoch(number, first_step, [order[start:start + batch_size] for start in range(0, len(x), batch_size)])
-        bar = tqdm(total=2 * len(epoch.batches), desc=f"epoch {number}/{spec.train.epochs}", disable=quiet,
-                   leave=False, unit="step", mininterval=0.5)
+        steps = len(epoch.batches)  # one bar for both turns: say so, or 2 x 469 reads as 938 batches
+        bar = tqdm(total=2 * steps, desc=f"epoch {number}/{spec.train.epochs} (scratch {steps} + torch {steps})",
+                   disable=quiet, leave=False, unit="step", mininterval=0.5)
         bar.losses = losses  # the latest loss of each side, shown on the bar
         totals = {}
-        for side in (scratch, torch_side):
-            totals[side.name] = run_epoch(record, side, scratch, epoch, train, check_every, seconds, bar)
-        bar.close()
+        try:
+            for side in (scratch, torch_side):
+                totals[side.name] = run_epoch(record, side, scratch, epoch, train, check_every, seconds, bar)
+        finally:  # Ctrl-C too: the bar is cleared before the CLI's line
+            bar.close()
         record.steps.sort(key=lambda row: row["step"])  # stable: scratch before torch within a step
         if epoch.stopped_at is not None:
             record.stopped = divergence_message(record, epoch.stopped_at)
