@@ -155,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
     model = MLP(spec.model, rng)  # the init draws come first, then the permutation, as in training
     data = sanity_data(spec, mnist, rng)
     print(f"sanity: spec {spec.name} (--layers {format_layers(spec.model)}; {spec.model.dtype}, "
-          f"init {spec.model.init}, {spec.train.optimizer} lr={spec.train.lr:g}, batch {spec.train.batch_size}, seed {spec.train.seed})")
+          f"init {spec.model.init}, {spec.train.optimizer} lr={spec.train.lr:g}, batch {spec.train.batch_size}, "
+          f"seed {spec.train.seed})")
     results = []
     for number, result in enumerate(run_checks(spec, model, data), start=1):
         results.append(result)
