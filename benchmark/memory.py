@@ -1,8 +1,9 @@
 """Memory per side, inside one process where both sides run in turn.
 
 Both NumPy and torch (on the CPU) allocate their arrays with the C library's malloc, and glibc's
-`mallinfo2()` says how many bytes are in use right now, in well under a microsecond. So each side
-measures the heap around its own code only:
+`mallinfo2()` says how many bytes are in use right now (it walks the heap's free lists: 1-15 µs
+per call measured in a run's process, more on a fragmented heap). So each side measures the heap
+around its own code only:
 
     held       bytes the side keeps between steps: its model and optimiser state (growth while
                it is built) plus what its first step leaves behind (cached activations, gradient
@@ -63,8 +64,8 @@ class SideMemory:
     """Wrap a side's code in `with memory:`; call `memory.sample()` inside at its high points.
 
     Outside a `with memory:` block `sample()` does nothing, so a run can account memory on some
-    steps only. Its own calls (mallinfo2 walks the heap: 0.1 ms and more on a large one) run inside
-    `stopwatch`, which the run keeps out of the side's training time.
+    steps only. Its own calls run inside `stopwatch`, which the run keeps out of the side's training
+    time.
     """
 
     def __init__(self, stopwatch: Stopwatch | None = None) -> None:

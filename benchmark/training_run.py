@@ -22,9 +22,10 @@ Time: the report's training seconds of a side are its training steps alone. All 
 (the parity checks, the drift, the diagnostics and the memory accounting of the observed steps)
 runs inside the side's `instrumentation` stopwatch, is subtracted from the steps' wall time and
 reported on its own row; the loop's own bookkeeping (progress bar, step records) is outside the
-clock. Each turn starts once the other library's threads have gone idle (`benchmark.clocks.settle`:
-OpenBLAS's spin for 0.1 s after a call, on two cores, made the torch steps after it several times
-slower). On the default spec the training seconds so measured agree with `svt bench`'s epoch time.
+clock. Torch's turn starts once NumPy's threads have gone idle (`benchmark.clocks.settle`: OpenBLAS
+spins for 0.1 s after a call, and on two cores that made the torch steps after it several times
+slower; torch's own threads sleep at once). On the default spec the training seconds so measured
+agree with `svt bench`'s epoch time.
 """
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ def train_side_by_side(spec: Spec, train: tuple[np.ndarray, np.ndarray], test: t
         totals = {}
         try:
             for side in (scratch, torch_side):
-                settle()  # the other library's threads may still spin: they would slow this side's turn
+                if side is torch_side:
+                    settle()  # OpenBLAS's threads still spin after scratch's turn: they would slow torch's
                 totals[side.name] = run_epoch(record, side, scratch, epoch, train, check_every, seconds, bar)
         finally:  # Ctrl-C too: the bar is cleared before the CLI's line
             bar.close()
@@ -137,9 +139,9 @@ def timed_step(side, scratch: ScratchSide, x: np.ndarray, y: np.ndarray, masks: 
     """One training step of `side`: (loss, correct, seconds of training in it).
 
     The seconds are the step's wall time less what the side's instrumentation took inside it.
-    Memory is accounted (mallinfo2 walks the heap: a tenth of a millisecond and more per call on the
-    torch side) on the first step (what it leaves is held), the second (the growth within a step is
-    the same at every step of a batch size) and the observed ones, not on every step.
+    Memory is accounted (each mallinfo2 call walks the heap) on the first step (what it leaves is
+    held), the second (the growth within a step is the same at every step of a batch size) and the
+    observed ones, not on every step.
     """
     watched = side.instrumentation.seconds
     begun = time.perf_counter()
@@ -218,7 +220,8 @@ def epoch_line(rows: list[dict], epochs: int) -> str:
 def finish(record: RunRecord, sides, seconds: dict, test) -> RunRecord:
     """Final evaluation on the test set, timing, and the parity verdict over every check."""
     for side in sides:
-        settle()
+        if side.name == "torch":
+            settle()  # after scratch's evaluation, as before torch's turns
         begun = time.perf_counter()
         if test is not None:
             _, probabilities = side.evaluate(*test)
