@@ -1,6 +1,7 @@
 """`svt run`: train the scratch MLP and its torch twin side by side on MNIST, then write a report.
 
-    svt run [--spec NAME|FILE | --layers ...] [--epochs N] [--dtype ...] [--out DIR] [--data-dir DIR] [--quiet]
+    svt run [--spec NAME|FILE | --layers ...] [--epochs N] [--dtype ...] [--out DIR] [--name NAME]
+            [--data-dir DIR] [--check-every K] [--train-limit N] [--test-limit N] [--quiet]
 
 Identical start and identical data: the torch model gets the scratch model's initial weights, and
 both see the same batches in the same order (one permutation per epoch from the one seeded
@@ -12,9 +13,10 @@ the two implementations on that batch, the drift between the two models' weights
 gradient norms and update/weight ratios, and dead or saturated units; at the end confusion
 matrices, disagreements and confident mistakes on the test set.
 
-A non-finite loss on either side stops training with a message naming the side, the step and the
-last finite loss; what was recorded so far is still written, and the exit status is 1. Ctrl-C
-leaves no report behind (the folder is built aside and renamed into place only when complete).
+A non-finite loss on either side stops training with a message on stderr naming the side, the step
+and the last finite loss (NumPy's own overflow warnings are silenced: the message says it better);
+what was recorded so far is still written, and the exit status is 1. Ctrl-C leaves no report behind
+(the folder is built aside and renamed into place only when complete), and says so.
 """
 from __future__ import annotations
 
