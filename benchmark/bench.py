@@ -59,9 +59,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmark.bench_env import THREAD_VARIABLES
-from benchmark.errors import UserError
+from benchmark.errors import UserError, check_size
 from benchmark.files import folder_written_atomically
-from benchmark.specargs import add_model_arguments, spec_from_args
+from benchmark.specargs import add_model_arguments, batch_size_flag, spec_from_args
 from scratch_nn.spec import DEFAULT_SPEC, DTYPES, Spec
 
 DEFAULT_SPECS = (DEFAULT_SPEC, "wide")
@@ -165,8 +165,17 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 epoch_images=2048 if quick else MNIST_TRAIN_IMAGES,
                 memory_epochs=args.epochs or (2 if quick else 3),
                 memory_images=1024 if quick else 12_000)
+    check_batch_sizes(plan, args)
     check_batch_norm(plan)
     return plan
+
+
+def check_batch_sizes(plan: Plan, args: argparse.Namespace) -> None:
+    """The epoch and memory runs train at the spec's batch size: refuse one larger than their images."""
+    images, run = min((plan.epoch_images, "an epoch run"), (plan.memory_images, "a memory run"))
+    for spec in plan.specs:
+        check_size(batch_size_flag(args), spec.train.batch_size, images,
+                   f"the {images} images {run} trains on{' (--quick)' if plan.quick else ''}")
 
 
 def check_batch_norm(plan: Plan) -> None:

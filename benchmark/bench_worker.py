@@ -37,6 +37,7 @@ import numpy as np
 
 from benchmark.bench_env import cpu_ticks, environment, others_share
 from benchmark.bench_sides import ScratchSide, TorchSide, time_inference, time_steps, train_epoch
+from benchmark.clocks import settle  # waits out the other library's spinning threads
 from benchmark.data import as_inputs, as_labels, load_mnist
 from scratch_nn.spec import spec_from_dict, with_overrides
 
@@ -45,7 +46,6 @@ MAX_BLOCK_STEPS = 2000
 BATCHES_PER_SIZE = 8  # distinct real batches a timed block cycles through
 EPOCH_SEGMENTS = 8  # the timed epoch alternates sides segment by segment
 PHASES = ("forward", "backward", "update", "step", "inference")  # what measure_config reports
-SETTLE_SECONDS = 0.15  # > OpenBLAS's 0.1 s of spinning after a call (see settle())
 
 
 def progress(message: str) -> None:
@@ -54,18 +54,6 @@ def progress(message: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Timing: both sides in turn
-
-
-def settle() -> None:
-    """Wait until the side that just ran has no busy thread left, so it cannot slow the other side.
-
-    After a multi-threaded call OpenBLAS keeps its worker threads spinning (busy, not yielding the
-    core) for 2**28 CPU cycles, about 0.1 s, before they sleep; torch's OpenMP workers go to sleep at
-    once. On two cores, a torch block started right after a NumPy block ran several times slower
-    (each parallel region waited for a core). A user runs one library at a time, so each block
-    starts only once the other library's threads are idle.
-    """
-    time.sleep(SETTLE_SECONDS)
 
 
 def interleaved(sides: list, measure, repeats: int) -> dict[str, list]:

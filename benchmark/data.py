@@ -39,6 +39,9 @@ import numpy as np
 from benchmark.errors import DataError
 from benchmark.files import write_atomically
 
+TRAIN_IMAGES = 60000  # MNIST's training set
+TEST_IMAGES = 10000   # MNIST's test set
+
 # torchvision's raw file names -> MD5 of the official uncompressed file.
 FILES = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -47,10 +50,10 @@ FILES = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 SIZES = {  # bytes of the official files: header + N * 28 * 28 (images) or header + N (labels)
-    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
-    "train-labels-idx1-ubyte": 8 + 60000,
-    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
-    "t10k-labels-idx1-ubyte": 8 + 10000,
+    "train-images-idx3-ubyte": 16 + TRAIN_IMAGES * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + TRAIN_IMAGES,
+    "t10k-images-idx3-ubyte": 16 + TEST_IMAGES * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + TEST_IMAGES,
 }
 GZ_MD5 = {  # the MD5s torchvision.datasets.MNIST lists for the compressed downloads
     "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",

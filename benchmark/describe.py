@@ -13,8 +13,9 @@ from dataclasses import fields
 
 import numpy as np
 
-from scratch_nn.activations import ACTIVATION_CLASSES
 from benchmark.specargs import add_model_arguments, spec_from_args
+from scratch_nn.activations import ACTIVATION_CLASSES
+from scratch_nn.notation import format_layers
 from scratch_nn.spec import Spec, TrainSpec, builtin_spec_names, load_builtin_spec, settings_in_use
 
 ACTIVATION_TYPES = {cls.__name__: name for name, cls in ACTIVATION_CLASSES.items()}  # "ReLU" -> "relu"
@@ -84,29 +85,16 @@ def run_describe(args: argparse.Namespace) -> int:
     print(f"model: {spec.name}" + (f" — {spec.description}" if spec.description else ""))
     print(format_table(rows, ["layer", "type", "output shape", "activation", "params", "init"],
                        right=("params",)))
+    print(f"layers: {format_layers(spec.model)}   (the --layers form)")
     print(f"total parameters: {total:,}   dtype: {spec.model.dtype}   input: (N, {spec.model.input_size})   "
           f"loss: {spec.model.loss}")
     print(training_line(spec))
     return 0
 
 
-def compact_layers(spec: Spec) -> str:
-    """The layers in the --layers form, runs of equal layers as `8x128:sigmoid`, +bn/+dropout marked."""
-    items: list[list] = []  # [count, text]
-    for layer in spec.model.layers:
-        text = f"{layer.units}:{layer.activation}" + ("+bn" if layer.batch_norm else "") + (
-            f"+dropout{layer.dropout:g}" if layer.dropout else "")
-        if items and items[-1][1] == text:
-            items[-1][0] += 1
-        else:
-            items.append([1, text])
-    hidden = [f"{count}x{text}" if count > 1 else text for count, text in items]
-    return ",".join(hidden + [str(spec.model.output_size)])
-
-
 def run_specs(args: argparse.Namespace) -> int:
     specs = [load_builtin_spec(name) for name in builtin_spec_names()]
-    rows = [{"spec": spec.name, "layers": compact_layers(spec), "optimizer": spec.train.optimizer,
+    rows = [{"spec": spec.name, "layers": format_layers(spec.model), "optimizer": spec.train.optimizer,
              "what it shows": spec.description} for spec in specs]
     print(format_table(rows, ["spec", "layers", "optimizer", "what it shows"]))
     print("\nuse one with --spec NAME, e.g. `svt describe --spec deep-sigmoid`; or give a TOML file")

@@ -17,6 +17,20 @@ class DataError(UserError):
     """MNIST could not be found, fetched or verified."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what it left behind: the CLI prints `svt CMD: interrupted; <message>`, exit 130."""
+
+
+def check_size(flag: str, value: int, largest: int, source: str) -> None:
+    """Refuse, before any work, a size that is not a positive integer or is larger than the data it
+    draws from (`source`, e.g. "the 60000 MNIST training images"), in one line naming the largest
+    allowed: a batch larger than its data would silently become one smaller batch."""
+    if value < 1:
+        raise UserError(f"{flag} must be a positive integer, got {value}")
+    if value > largest:
+        raise UserError(f"{flag} {value} is larger than {source}; the largest allowed is {largest}")
+
+
 def check_output_file(path: str, flag: str) -> None:
     """Refuse, before any work, an output file that could not be written at the end: a directory,
     or a file in a folder that does not exist or where no file can be created."""

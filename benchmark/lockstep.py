@@ -6,14 +6,18 @@
     loss_t, correct_t = torch_side.step(x, y, scratch.masks())   # ... and are applied on torch too
 
 Both sides offer the same small interface, so the run loop treats them alike: `step`, `evaluate`,
-`end_epoch`, `weights`, `memory` (a `benchmark.memory.SideMemory` around its own code), and, on the steps where the run looks inside, `observe=True`, after which
-`diagnostics` holds per-parameter gradient and weight norms, update/weight ratios, and per
-activation layer the fraction of dead ReLU units and of saturated sigmoid/tanh outputs.
+`end_epoch`, `weights`, `memory` (a `benchmark.memory.SideMemory` around its own code), and, on
+the steps where the run looks inside, `observe=True`, after which `diagnostics` holds
+per-parameter gradient and weight norms, update/weight ratios, and per activation layer the
+fraction of dead ReLU units and of saturated sigmoid/tanh outputs. All that observing (and the
+memory accounting) runs inside the side's `instrumentation` stopwatch, which the run subtracts
+from the step's time: the training seconds it reports are the training alone.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from benchmark.clocks import Stopwatch
 from benchmark.memory import SideMemory
 from scratch_nn.layers import Dropout
 from scratch_nn.losses import build_loss, softmax
@@ -41,14 +45,20 @@ def unit_stats(kind: str, output: np.ndarray) -> dict:
     return {"activation": kind, "dead_fraction": dead, "saturated_fraction": saturated}
 
 
+def norm(array: np.ndarray) -> float:
+    """||array|| in float64, by NumPy's own (single-threaded) sum: `np.linalg.norm` calls BLAS,
+    whose OpenBLAS threads then spin for 0.1 s and slowed the torch steps after it (benchmark.clocks)."""
+    return float(np.sqrt(np.sum(np.square(array, dtype=np.float64))))
+
+
 def parameter_rows(before: dict[str, np.ndarray], after: dict[str, np.ndarray],
                    grads: dict[str, np.ndarray]) -> list[dict]:
     """Per parameter: ||grad||, ||w|| and ||w_after - w_before|| / ||w_before|| (in float64)."""
     rows = []
     for name, weight in before.items():
-        weight_norm = float(np.linalg.norm(weight.astype(np.float64)))
-        update = float(np.linalg.norm(after[name].astype(np.float64) - weight))
-        rows.append({"parameter": name, "grad_norm": float(np.linalg.norm(grads[name].astype(np.float64))),
+        weight_norm = norm(weight)
+        update = norm(after[name].astype(np.float64) - weight)
+        rows.append({"parameter": name, "grad_norm": norm(grads[name]),
                      "weight_norm": weight_norm, "update_ratio": update / weight_norm if weight_norm else np.nan})
     return rows
 
@@ -59,7 +69,8 @@ class ScratchSide:
     name = "scratch"
 
     def __init__(self, spec: Spec, rng: np.random.Generator) -> None:
-        self.memory = SideMemory()
+        self.instrumentation = Stopwatch()  # the run's looking inside, kept out of the training time
+        self.memory = SideMemory(self.instrumentation)
         with self.memory:
             self.model = MLP(spec.model, rng)
             self.loss_fn = build_loss(spec.model)
@@ -78,10 +89,13 @@ class ScratchSide:
         self.memory.sample()
         add_l1_gradient(self.model, self.l1)
         grads = dict(self.model.named_gradients())
-        before = self.weights() if observe else None
+        if observe:
+            with self.instrumentation:
+                before = self.weights()
         self.optimizer.step(grads)
         if observe:
-            self.diagnostics["parameters"] = parameter_rows(before, dict(self.model.named_parameters()), grads)
+            with self.instrumentation:
+                self.diagnostics["parameters"] = parameter_rows(before, dict(self.model.named_parameters()), grads)
         return loss, int(np.count_nonzero(logits.argmax(axis=1) == y))
 
     def _forward_observed(self, x: np.ndarray) -> np.ndarray:
@@ -90,9 +104,10 @@ class ScratchSide:
         hidden = x
         for name, layer in self.model.named_layers():
             hidden = layer.forward(hidden)
-            stats = unit_stats(type(layer).__name__, hidden)
-            if not (np.isnan(stats["dead_fraction"]) and np.isnan(stats["saturated_fraction"])):
-                units.append({"layer": name, **stats})
+            with self.instrumentation:
+                stats = unit_stats(type(layer).__name__, hidden)
+                if not (np.isnan(stats["dead_fraction"]) and np.isnan(stats["saturated_fraction"])):
+                    units.append({"layer": name, **stats})
         self.diagnostics["units"] = units
         return hidden
 
@@ -132,7 +147,8 @@ class TorchSide:
         import torch_ref
 
         self.torch = torch
-        self.memory = SideMemory()
+        self.instrumentation = Stopwatch()  # the run's looking inside, kept out of the training time
+        self.memory = SideMemory(self.instrumentation)
         with self.memory:
             self.module = torch_ref.build_model(spec.model)
             torch_ref.load_from_numpy(self.module, scratch.model.state_dict())
@@ -148,12 +164,14 @@ class TorchSide:
         torch = self.torch
         self.module.train()
         self.set_masks(self.module, masks)
-        handles = self._observe_units() if observe else []
+        with self.instrumentation:
+            handles = self._observe_units() if observe else []
         try:
             logits = self.module(torch.from_numpy(x))
         finally:
-            for handle in handles:
-                handle.remove()
+            with self.instrumentation:
+                for handle in handles:
+                    handle.remove()
         loss = self.loss_fn(logits, torch.from_numpy(y))
         if self.l1:
             loss = loss + self.l1_penalty(self.module, self.l1)
@@ -161,11 +179,14 @@ class TorchSide:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.memory.sample()
-        before = self.weights() if observe else None
+        if observe:
+            with self.instrumentation:
+                before = self.weights()
         self.optimizer.step()
         if observe:
-            grads = {name: param.grad.numpy() for name, param in self.module.named_parameters()}
-            self.diagnostics["parameters"] = parameter_rows(before, self.weights(), grads)
+            with self.instrumentation:
+                grads = {name: param.grad.numpy() for name, param in self.module.named_parameters()}
+                self.diagnostics["parameters"] = parameter_rows(before, self.weights(), grads)
         correct = int((logits.detach().argmax(dim=1) == torch.from_numpy(y)).sum())
         return float(loss.detach()), correct
 
@@ -175,9 +196,10 @@ class TorchSide:
 
         def hook(name):
             def record(layer, inputs, output):
-                stats = unit_stats(type(layer).__name__, output.detach().numpy())
-                if not (np.isnan(stats["dead_fraction"]) and np.isnan(stats["saturated_fraction"])):
-                    units.append({"layer": name, **stats})
+                with self.instrumentation:
+                    stats = unit_stats(type(layer).__name__, output.detach().numpy())
+                    if not (np.isnan(stats["dead_fraction"]) and np.isnan(stats["saturated_fraction"])):
+                        units.append({"layer": name, **stats})
             return record
 
         return [layer.register_forward_hook(hook(f"layers.{index}"))

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 COLORS = {"scratch": "tab:blue", "torch": "tab:orange"}
 MARKERS = {"scratch": "o", "torch": "x"}  # identical curves overlap: the markers still show both
 LINESTYLES = {"scratch": "-", "torch": "--"}  # for plots where colour already means something else
+ALL_PARAMETERS = "all parameters as one vector (drift.csv: all)"
 
 
 def _finite(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -141,7 +142,7 @@ def grad_norms(layers: pd.DataFrame) -> Figure | None:
 
 def parity_drift(parity: pd.DataFrame, drift: pd.DataFrame) -> Figure | None:
     """Left: worst relative gradient error at each check. Right: weight drift ||w_s - w_t|| / ||w_t||
-    per weight and its maximum over all parameters. Both log scale."""
+    per weight, and over all parameters as one vector (drift.csv's `all` row). Both log scale."""
     parity, drift = _finite(parity, "rel_error"), _finite(drift, "drift")
     if parity.empty and drift.empty:
         return None
@@ -155,8 +156,9 @@ def parity_drift(parity: pd.DataFrame, drift: pd.DataFrame) -> Figure | None:
         weights = drift[drift["parameter"].astype(str).str.endswith("weight")]
         for parameter, rows in weights.sort_values("step").groupby("parameter", sort=False):
             drift_axis.plot(rows["step"], rows["drift"], linewidth=0.9, alpha=0.7, label=parameter)
-        worst_drift = drift.groupby("step")["drift"].max()
-        drift_axis.plot(worst_drift.index, worst_drift.to_numpy(), "k-", linewidth=2, label="max, all parameters")
+        # drift.csv's `all` row: every parameter as one vector (not the largest single tensor's drift)
+        together = drift[drift["parameter"] == "all"].sort_values("step")
+        drift_axis.plot(together["step"], together["drift"], "k-", linewidth=2, label=ALL_PARAMETERS)
         _log_if_positive(drift_axis, drift["drift"])
         drift_axis.legend(fontsize=7)
     drift_axis.set(xlabel="step", ylabel="relative drift", title="Weight drift, scratch vs torch")

@@ -22,6 +22,7 @@ from string import Template
 import pandas as pd
 
 from benchmark.record import SIDES, RunRecord
+from scratch_nn.notation import format_layers
 from scratch_nn.spec import Spec, settings_in_use
 
 PAGE = Template("""<!DOCTYPE html>
@@ -126,7 +127,8 @@ def spec_blocks(spec: Spec) -> list[tuple]:
     pairs += [("", "")] * (3 * rows - len(pairs))
     table = pd.DataFrame([sum((pairs[row + rows * column] for column in range(3)), ()) for row in range(rows)],
                          columns=["setting", "value"] * 3)
-    blocks = [("p", f"Spec {spec.name!r}: {spec.description}" if spec.description else f"Spec {spec.name!r}.")]
+    blocks = [("p", f"Spec {spec.name!r}: {spec.description}" if spec.description else f"Spec {spec.name!r}."),
+              ("p", f"Layers, as --layers takes them: {format_layers(spec.model)}")]
     return blocks + [("table", layers_table(spec)), ("table", table)]
 
 

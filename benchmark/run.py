@@ -1,6 +1,7 @@
 """`svt run`: train the scratch MLP and its torch twin side by side on MNIST, then write a report.
 
-    svt run [--spec NAME|FILE | --layers ...] [--epochs N] [--dtype ...] [--out DIR] [--data-dir DIR] [--quiet]
+    svt run [--spec NAME|FILE | --layers ...] [--epochs N] [--dtype ...] [--out DIR] [--name NAME]
+            [--data-dir DIR] [--check-every K] [--train-limit N] [--test-limit N] [--quiet]
 
 Identical start and identical data: the torch model gets the scratch model's initial weights, and
 both see the same batches in the same order (one permutation per epoch from the one seeded
@@ -12,23 +13,25 @@ the two implementations on that batch, the drift between the two models' weights
 gradient norms and update/weight ratios, and dead or saturated units; at the end confusion
 matrices, disagreements and confident mistakes on the test set.
 
-A non-finite loss on either side stops training with a message naming the side, the step and the
-last finite loss; what was recorded so far is still written, and the exit status is 1. Ctrl-C
-leaves no report behind (the folder is built aside and renamed into place only when complete).
+A non-finite loss on either side stops training with a message on stderr naming the side, the step
+and the last finite loss (NumPy's own overflow warnings are silenced: the message says it better);
+what was recorded so far is still written, and the exit status is 1. Ctrl-C leaves no report behind
+(the folder is built aside and renamed into place only when complete), and says so.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import UserError, check_output_folder
+from benchmark.errors import Interrupted, UserError, check_output_folder, check_size
 from benchmark.record import RunRecord
-from benchmark.specargs import add_model_arguments, spec_from_args
+from benchmark.specargs import add_model_arguments, batch_size_flag, spec_from_args
 from scratch_nn.spec import Spec
 
 # What the issue asks of the default spec; checked by the run itself and written into summary.json.
@@ -59,13 +62,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_input(args: argparse.Namespace, spec: Spec) -> None:
-    """Refuse, before training, what would only fail at the end or half-way."""
-    for flag, value in (("--train-limit", args.train_limit), ("--test-limit", args.test_limit),
-                        ("--check-every", args.check_every)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be a positive integer, got {value}")
+    """Refuse, before training, what would only fail at the end or half-way, or silently do less
+    than asked (a batch larger than the training set is one smaller batch)."""
+    from benchmark.data import TEST_IMAGES, TRAIN_IMAGES
+
+    if args.check_every < 1:
+        raise UserError(f"--check-every must be a positive integer, got {args.check_every}")
+    if args.train_limit is not None:
+        check_size("--train-limit", args.train_limit, TRAIN_IMAGES, f"the {TRAIN_IMAGES} MNIST training images")
+    if args.test_limit is not None:
+        check_size("--test-limit", args.test_limit, TEST_IMAGES, f"the {TEST_IMAGES} MNIST test images")
+    train_size = args.train_limit or TRAIN_IMAGES
+    check_size(batch_size_flag(args), spec.train.batch_size, train_size,
+               f"the {train_size} training images it draws from"
+               + (" (--train-limit)" if args.train_limit else ""))
     if any(layer.batch_norm for layer in spec.model.layers):
-        train_size = min(args.train_limit or 60000, 60000)
         if train_size % spec.train.batch_size == 1:
             raise UserError(f"with batch-norm, the last batch of {train_size} images in batches of "
                             f"{spec.train.batch_size} would hold 1 image, whose variance is undefined "
@@ -80,6 +91,19 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()  # the whole run is timed: loading the data and the report included
     spec = spec_from_args(args)
     check_input(args, spec)
+    try:
+        record, path = train_and_report(args, spec, started)
+    except KeyboardInterrupt:  # the report folder is built aside: nothing half-written is left
+        raise Interrupted("no report written; the previous one, if any, is untouched") from None
+    print_summary(record, path)
+    if record.stopped:
+        print(f"svt run: stopped: {record.stopped}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def train_and_report(args: argparse.Namespace, spec: Spec, started: float) -> tuple[RunRecord, Path]:
+    """Load MNIST, train both sides, write the report folder; return the record and the folder."""
     from benchmark.data import as_inputs, as_labels, load_mnist
     from benchmark.report import write_report
     from benchmark.training_run import train_side_by_side
@@ -89,21 +113,21 @@ def run(args: argparse.Namespace) -> int:
     train_y = as_labels(mnist.train_labels[:args.train_limit])
     test_x = as_inputs(mnist.test_images[:args.test_limit], spec.model.dtype)
     test_y = as_labels(mnist.test_labels[:args.test_limit])
-    record = train_side_by_side(spec, (train_x, train_y), (test_x, test_y), check_every=args.check_every,
-                                quiet=args.quiet)
-    record.test_images = mnist.test_images[:args.test_limit]
     full_data = args.train_limit is None and args.test_limit is None
 
     def finalize(record: RunRecord) -> None:  # called by the report writer once the plots are drawn
         record.seconds_total = time.perf_counter() - started
         record.targets = targets(record, spec, full_data)
 
-    path = write_report(record, Path(args.out), name=args.name, finalize=finalize)
-    print_summary(record, path)
-    if record.stopped:
-        print(f"svt run: stopped: {record.stopped}", flush=True)
-        return 1
-    return 0
+    # A diverging run overflows inside NumPy (and its report takes norms of non-finite weights): the
+    # losses show it, the run checks them after every step and says so in its own words
+    # (record.stopped), so NumPy's warnings would only be noise before that message.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        record = train_side_by_side(spec, (train_x, train_y), (test_x, test_y), check_every=args.check_every,
+                                    quiet=args.quiet)
+        record.test_images = mnist.test_images[:args.test_limit]
+        path = write_report(record, Path(args.out), name=args.name, finalize=finalize)
+    return record, path
 
 
 def targets(record: RunRecord, spec: Spec, full_data: bool) -> list[dict]:

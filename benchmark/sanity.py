@@ -26,7 +26,6 @@ are held out for check 5. The test set is not touched.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import textwrap
 import time
@@ -34,7 +33,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from benchmark.errors import check_output_file
+from benchmark.errors import check_output_file, check_size
 from benchmark.jsonio import json_ready
 
 INIT_BATCH = 512  # check 1: enough images that the mean loss is within ~0.02 of its expectation
@@ -59,10 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_dir_argument(group)
 
 
-def check_input(spec, json_path: str | None) -> None:
-    """Refuse what would only fail half-way: a --json file that cannot be written."""
-    if json_path is not None:
-        check_output_file(json_path, "--json")
+def check_input(spec, args: argparse.Namespace) -> None:
+    """Refuse what would only fail half-way or silently check less than asked: a batch larger than
+    the slice it draws from (check 5 trains on USES_INPUT_IMAGES images, the smallest slice a batch
+    of the spec's size is drawn from), and a --json file that cannot be written."""
+    from benchmark.specargs import batch_size_flag
+
+    check_size(batch_size_flag(args), spec.train.batch_size, USES_INPUT_IMAGES,
+               f"the {USES_INPUT_IMAGES} training images check 5 (uses its input) trains on")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
 
 
 def sanity_data(spec, mnist, rng: np.random.Generator) -> dict:
@@ -95,15 +100,6 @@ def run_checks(spec, model, data: dict):
     yield check_uses_input(model, train, x[:USES_INPUT_IMAGES], y[:USES_INPUT_IMAGES], *data["held_out"])
     yield check_loss_decreases(model, train, list(cycle_batches(x, y, train.batch_size, DECREASE_STEPS)))
     yield check_gradient_health(model, x[:HEALTH_BATCH], y[:HEALTH_BATCH])
-
-
-def shape(model_spec) -> str:
-    """The network in one short string, repeated layers counted: 784-[128:sigmoid+bn]x8-10."""
-    names = [f"{layer.units}:{layer.activation}{'+bn' if layer.batch_norm else ''}"
-             f"{f'+dropout{layer.dropout:g}' if layer.dropout else ''}" for layer in model_spec.layers]
-    groups = [(name, len(list(run))) for name, run in itertools.groupby(names)]
-    hidden = [name if count == 1 else f"[{name}]x{count}" for name, count in groups]
-    return "-".join([str(model_spec.input_size), *hidden, str(model_spec.output_size)])
 
 
 def result_lines(number: int, result) -> list[str]:
@@ -149,16 +145,18 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.data import load_mnist
     from benchmark.specargs import spec_from_args
     from scratch_nn.model import MLP
+    from scratch_nn.notation import format_layers
 
     spec = spec_from_args(args)
-    check_input(spec, args.json)
+    check_input(spec, args)
     start = time.perf_counter()
     mnist = load_mnist(args.data_dir)
     rng = np.random.default_rng(spec.train.seed)
     model = MLP(spec.model, rng)  # the init draws come first, then the permutation, as in training
     data = sanity_data(spec, mnist, rng)
-    print(f"sanity: spec {spec.name} ({shape(spec.model)}, {spec.model.dtype}, init {spec.model.init}, "
-          f"{spec.train.optimizer} lr={spec.train.lr:g}, batch {spec.train.batch_size}, seed {spec.train.seed})")
+    print(f"sanity: spec {spec.name} (--layers {format_layers(spec.model)}; {spec.model.dtype}, "
+          f"init {spec.model.init}, {spec.train.optimizer} lr={spec.train.lr:g}, batch {spec.train.batch_size}, "
+          f"seed {spec.train.seed})")
     results = []
     for number, result in enumerate(run_checks(spec, model, data), start=1):
         results.append(result)

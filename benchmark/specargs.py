@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import argparse
 
-from scratch_nn.spec import DEFAULT_SPEC, DTYPES, INITS, OPTIMIZERS, Spec, load_spec, with_overrides
+from scratch_nn.spec import ACTIVATIONS, DEFAULT_SPEC, DTYPES, INITS, OPTIMIZERS, Spec, load_spec, with_overrides
+
+# The grammar of scratch_nn.notation, which is also what `svt specs`, `describe`, `sanity` and the report print.
+LAYERS_HELP = (
+    "the hidden layers, then the output size: ITEM,...,ITEM,10 with ITEM = [COUNTx]UNITS[:ACTIVATION][+bn]"
+    "[+dropoutP], e.g. 256:relu,128:tanh,10 or 8x128:sigmoid+bn,10 or 512:leaky_relu0.2+dropout0.5,10. "
+    f"COUNTx repeats the layer; ACTIVATION is one of {', '.join(ACTIVATIONS)} (default relu), leaky_relu "
+    "optionally with its negative slope glued on (default 0.01); +bn adds BatchNorm1d after the Linear, "
+    "+dropoutP Dropout(p=P) after the activation. `svt specs`, `describe`, `sanity` and the report print "
+    "layers in this form. Replaces the spec's layers")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, training: bool = True) -> None:
@@ -18,9 +27,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, training: bool = True) 
     group = parser.add_argument_group("model")
     group.add_argument("--spec", metavar="NAME|FILE", default=None,
                        help=f"a built-in spec name (see `svt specs`) or a TOML file (default: {DEFAULT_SPEC})")
-    group.add_argument("--layers", metavar="LIST", default=None,
-                       help="hidden layers as units:activation, then the output size, "
-                            "e.g. 256:relu,128:tanh,10 (replaces the spec's layers)")
+    group.add_argument("--layers", metavar="LIST", default=None, help=LAYERS_HELP)
     group.add_argument("--dtype", choices=DTYPES, default=None, help="float32 or float64 (default: the spec's)")
     group.add_argument("--init", metavar="NAME", default=None,
                        help=f"weight initialiser, one of: {', '.join(INITS)}")
@@ -34,6 +41,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, training: bool = True) 
     group.add_argument("--epochs", type=int, default=None, help="number of epochs")
     group.add_argument("--seed", type=int, default=None, help="seed of the one generator behind init, "
                                                               "shuffling and dropout")
+
+
+def batch_size_flag(args: argparse.Namespace) -> str:
+    """How to name the batch size in a message: the flag if it was given, else the spec's key."""
+    return "--batch-size" if getattr(args, "batch_size", None) is not None else "the spec's batch_size"
 
 
 def spec_from_args(args: argparse.Namespace) -> Spec:

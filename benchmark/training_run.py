@@ -17,9 +17,19 @@ the gradient-parity engine compares the two implementations on that batch from t
 (`benchmark.parity.gradient_parity`), the drift between the two models' weights is measured (the
 scratch weights are kept for the torch side's turn), and each side records gradient norms,
 update/weight ratios and unit statistics.
+
+Time: the report's training seconds of a side are its training steps alone. All the looking inside
+(the parity checks, the drift, the diagnostics and the memory accounting of the observed steps)
+runs inside the side's `instrumentation` stopwatch, is subtracted from the steps' wall time and
+reported on its own row; the loop's own bookkeeping (progress bar, step records) is outside the
+clock. Torch's turn starts once NumPy's threads have gone idle (`benchmark.clocks.settle`: OpenBLAS
+spins for 0.1 s after a call, and on two cores that made the torch steps after it several times
+slower; torch's own threads sleep at once). On the default spec the training seconds so measured
+agree with `svt bench`'s epoch time.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -27,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from benchmark.clocks import settle
 from benchmark.lockstep import ScratchSide, TorchSide, drift_rows
 from benchmark.memory import peak_rss_mb
 from benchmark.record import RunRecord
@@ -62,13 +73,18 @@ def train_side_by_side(spec: Spec, train: tuple[np.ndarray, np.ndarray], test: t
     for number in range(1, spec.train.epochs + 1):
         order = rng.permutation(len(x))
         epoch = Epoch(number, first_step, [order[start:start + batch_size] for start in range(0, len(x), batch_size)])
-        bar = tqdm(total=2 * len(epoch.batches), desc=f"epoch {number}/{spec.train.epochs}", disable=quiet,
-                   leave=False, unit="step", mininterval=0.5)
+        steps = len(epoch.batches)  # one bar for both turns: say so, or 2 x 469 reads as 938 batches
+        bar = tqdm(total=2 * steps, desc=f"epoch {number}/{spec.train.epochs} (scratch {steps} + torch {steps})",
+                   disable=quiet, leave=False, unit="step", mininterval=0.5)
         bar.losses = losses  # the latest loss of each side, shown on the bar
         totals = {}
-        for side in (scratch, torch_side):
-            totals[side.name] = run_epoch(record, side, scratch, epoch, train, check_every, seconds, bar)
-        bar.close()
+        try:
+            for side in (scratch, torch_side):
+                if side is torch_side:
+                    settle()  # OpenBLAS's threads still spin after scratch's turn: they would slow torch's
+                totals[side.name] = run_epoch(record, side, scratch, epoch, train, check_every, seconds, bar)
+        finally:  # Ctrl-C too: the bar is cleared before the CLI's line
+            bar.close()
         record.steps.sort(key=lambda row: row["step"])  # stable: scratch before torch within a step
         if epoch.stopped_at is not None:
             record.stopped = divergence_message(record, epoch.stopped_at)
@@ -93,15 +109,11 @@ def run_epoch(record: RunRecord, side, scratch: ScratchSide, epoch: Epoch, train
         xb, yb = x[batch], y[batch]
         observe = step == 1 or step % check_every == 0
         if observe:
-            look_inside(record, step, side, scratch, epoch, xb, yb)
-        begun = time.perf_counter()
-        with side.memory:
-            if side is scratch:
-                loss, correct = scratch.step(xb, yb, observe)
-            else:
-                loss, correct = side.step(xb, yb, masks_for(scratch, epoch.keeps[index]) if epoch.keeps else {},
-                                          observe)
-        seconds[side.name] += time.perf_counter() - begun
+            with side.instrumentation:
+                look_inside(record, step, side, scratch, epoch, xb, yb)
+        masks = masks_for(scratch, epoch.keeps[index]) if side is not scratch and epoch.keeps else {}
+        loss, correct, training = timed_step(side, scratch, xb, yb, masks, observe, observe or step == 2)
+        seconds[side.name] += training
         if step == 1:
             side.memory.settle()  # what the first step left (caches, buffers) is held
         if side is scratch and scratch.masks():
@@ -110,7 +122,8 @@ def run_epoch(record: RunRecord, side, scratch: ScratchSide, epoch: Epoch, train
         totals[1] += correct
         record.steps.append({"step": step, "epoch": epoch.number, "side": side.name, "loss": loss, "lr": side.lr()})
         if observe:
-            record_diagnostics(record, step, side)
+            with side.instrumentation:
+                record_diagnostics(record, step, side)
         if index % 20 == 0:
             bar.losses[side.name] = f"{loss:.4f}"
             bar.set_postfix(bar.losses, refresh=False)
@@ -119,6 +132,22 @@ def run_epoch(record: RunRecord, side, scratch: ScratchSide, epoch: Epoch, train
             epoch.stopped_at = step if epoch.stopped_at is None else min(step, epoch.stopped_at)
             break
     return totals
+
+
+def timed_step(side, scratch: ScratchSide, x: np.ndarray, y: np.ndarray, masks: dict, observe: bool,
+               account_memory: bool):
+    """One training step of `side`: (loss, correct, seconds of training in it).
+
+    The seconds are the step's wall time less what the side's instrumentation took inside it.
+    Memory is accounted (each mallinfo2 call walks the heap) on the first step (what it leaves is
+    held), the second (the growth within a step is the same at every step of a batch size) and the
+    observed ones, not on every step.
+    """
+    watched = side.instrumentation.seconds
+    begun = time.perf_counter()
+    with side.memory if account_memory else contextlib.nullcontext():
+        loss, correct = scratch.step(x, y, observe) if side is scratch else side.step(x, y, masks, observe)
+    return loss, correct, time.perf_counter() - begun - (side.instrumentation.seconds - watched)
 
 
 def masks_for(scratch: ScratchSide, keeps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -191,14 +220,20 @@ def epoch_line(rows: list[dict], epochs: int) -> str:
 def finish(record: RunRecord, sides, seconds: dict, test) -> RunRecord:
     """Final evaluation on the test set, timing, and the parity verdict over every check."""
     for side in sides:
+        if side.name == "torch":
+            settle()  # after scratch's evaluation, as before torch's turns
         begun = time.perf_counter()
         if test is not None:
             _, probabilities = side.evaluate(*test)
             record.probabilities[side.name] = probabilities
             record.predictions[side.name] = probabilities.argmax(axis=1)
+        eval_seconds = time.perf_counter() - begun
         record.first_layer_weights[side.name] = side.weights()["layers.0.weight"]
+        steps = sum(row["side"] == side.name for row in record.steps)
         record.timing[side.name] = {"train_seconds": seconds[side.name],
-                                    "eval_seconds": time.perf_counter() - begun,
+                                    "train_ms_per_step": 1e3 * seconds[side.name] / steps if steps else None,
+                                    "instrumentation_seconds": side.instrumentation.seconds,
+                                    "eval_seconds": eval_seconds,
                                     "peak_memory_mb": side.memory.peak_mb,
                                     "held_memory_mb": side.memory.held / 1e6,
                                     "process_peak_rss_mb": peak_rss_mb()}

@@ -1,9 +1,9 @@
 """The one spec both sides are built from: a model spec and a training spec, as frozen dataclasses.
 
 A spec comes from a TOML file (built-in ones ship in `scratch_nn/specs/`), or from the compact
-command-line form `256:relu,128:tanh,10`. It is validated once, here, at the edge; the code that
-builds models and optimisers trusts it. Every error is a `SpecError` whose message says what was
-given, what is allowed, and where (file and key).
+command-line form `256:relu,128:tanh,10` (read and written by `scratch_nn.notation`). It is
+validated once, here, at the edge; the code that builds models and optimisers trusts it. Every
+error is a `SpecError` whose message says what was given, what is allowed, and where (file and key).
 
 TOML layout (every key optional except the layers; unknown keys are errors):
 
@@ -296,39 +296,7 @@ def load_spec(name_or_path: str) -> Spec:
 
 
 # ---------------------------------------------------------------------------------------------
-# From the command line
-
-
-def parse_layers(text: str, where: str = "--layers") -> tuple[tuple[LayerSpec, ...], int]:
-    """Parse the compact form `256:relu,128:tanh,10` into hidden layers and the output size.
-
-    Each item but the last is `units:activation` (activation defaults to relu); the last item is
-    the output size alone.
-    """
-    items = [item.strip() for item in text.split(",")]
-    if len(items) < 1 or any(not item for item in items):
-        raise SpecError(f"{where}: expected a comma-separated list like 256:relu,128:tanh,10, got {text!r}")
-    layers = []
-    for index, item in enumerate(items[:-1]):
-        units_text, _, activation = item.partition(":")
-        layer = LayerSpec(units=_parse_units(units_text, item, where), activation=activation or "relu")
-        validate_layer(layer, f"{where} item {index + 1} {item!r}")
-        layers.append(layer)
-    output_text, colon, _ = items[-1].partition(":")
-    if colon:
-        raise SpecError(f"{where}: the last item is the output size alone (e.g. 10), got {items[-1]!r}: "
-                        "the output layer has no activation (the loss applies softmax)")
-    return tuple(layers), _parse_units(output_text, items[-1], where)
-
-
-def _parse_units(text: str, item: str, where: str) -> int:
-    try:
-        units = int(text)
-    except ValueError:
-        raise SpecError(f"{where}: units must be a positive integer, got {text!r} in {item!r}") from None
-    if units <= 0:
-        raise SpecError(f"{where}: units must be a positive integer, got {units} in {item!r}")
-    return units
+# From the command line (the compact `--layers` form itself is `scratch_nn.notation`)
 
 
 def with_overrides(spec: Spec, *, layers: str | None = None, model: dict[str, Any] | None = None,
@@ -338,6 +306,8 @@ def with_overrides(spec: Spec, *, layers: str | None = None, model: dict[str, An
     train_changes = {key: value for key, value in (train or {}).items() if value is not None}
     name, description = spec.name, spec.description
     if layers is not None:
+        from scratch_nn.notation import parse_layers  # here: notation builds on this module's LayerSpec
+
         hidden, output_size = parse_layers(layers)
         model_changes.update(layers=hidden, output_size=output_size)
         name = "layers-" + layers.replace(",", "-").replace(":", "")
@@ -376,5 +346,5 @@ __all__ = [
     "ACTIVATIONS", "INITS", "LOSSES", "OPTIMIZERS", "SCHEDULES", "DTYPES", "DEFAULT_SPEC",
     "SpecError", "LayerSpec", "ModelSpec", "TrainSpec", "Spec",
     "validate", "load_spec", "load_spec_file", "load_builtin_spec", "builtin_spec_names",
-    "parse_layers", "with_overrides", "spec_from_dict", "to_dict", "settings_in_use",
+    "with_overrides", "spec_from_dict", "to_dict", "settings_in_use",
 ]

@@ -104,3 +104,53 @@ def test_a_layer_without_units_is_a_clear_error(tmp_path):
     result = svt("describe", "--spec", str(path))
     assert result.returncode == 2
     assert f"{path}: model.layers[0]: missing key 'units'" in result.stderr
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+def test_an_abbreviated_option_is_refused_not_guessed(command):
+    """`--epoch 1` is a typo: argparse's prefix matching would silently take it for `--epochs 1`."""
+    result = svt(command, "--epoch", "1")
+    assert result.returncode == 2
+    assert f"svt {command}: error: unrecognized arguments: --epoch 1 (did you mean --epochs?)" in result.stderr
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS + ["data", "specs"])
+def test_no_subcommand_takes_abbreviations(command):
+    from benchmark.cli import build_parser
+
+    parser = build_parser()
+    assert parser.allow_abbrev is False and parser.subcommands[command].allow_abbrev is False
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--batch-size", "100000"],
+     "--batch-size 100000 is larger than the 60000 training images it draws from; the largest allowed is 60000"),
+    (["run", "--train-limit", "500", "--batch-size", "501"],
+     "--batch-size 501 is larger than the 500 training images it draws from (--train-limit); the largest allowed is 500"),
+    (["run", "--train-limit", "60001"], "--train-limit 60001 is larger than the 60000 MNIST training images; "
+                                        "the largest allowed is 60000"),
+    (["run", "--test-limit", "10001"], "--test-limit 10001 is larger than the 10000 MNIST test images; "
+                                       "the largest allowed is 10000"),
+    (["run", "--test-limit", "0"], "--test-limit must be a positive integer, got 0"),
+    (["parity", "--batch", "60001", "--steps", "1"], "--batch 60001 is larger than the 60000 MNIST training images; "
+                                                     "the largest allowed is 60000"),
+    (["parity", "--batch", "7000"], "--batch 7000 is larger than 1/10 of the 60000 MNIST training images "
+                                    "(--steps 10: distinct batches); the largest allowed is 6000"),
+    (["sanity", "--batch-size", "2049"], "--batch-size 2049 is larger than the 2048 training images check 5 "
+                                         "(uses its input) trains on; the largest allowed is 2048"),
+    (["bench", "--batch-size", "12001"], "--batch-size 12001 is larger than the 12000 images a memory run trains on; "
+                                         "the largest allowed is 12000"),
+])
+def test_a_batch_larger_than_its_data_is_refused_before_any_work(args, message):
+    result = svt(*args, timeout=30)  # before any work: no data loaded, nothing trained
+    assert result.returncode == 2
+    assert result.stderr == f"svt {args[0]}: error: {message}\n"
+    assert result.stdout == ""
+
+
+def test_a_spec_batch_size_larger_than_the_data_is_named_as_the_spec_s(tmp_path):
+    path = tmp_path / "huge.toml"
+    path.write_text("[model]\n[[model.layers]]\nunits = 16\n[train]\nbatch_size = 70000\n")
+    result = svt("run", "--spec", str(path), timeout=30)
+    assert result.returncode == 2
+    assert "the spec's batch_size 70000 is larger than the 60000 training images" in result.stderr

@@ -32,3 +32,11 @@ def test_the_example_pages_show_images_that_are_there():
     assert len(images) >= 6 and all((EXAMPLE / image).is_file() for image in images)
     html = (EXAMPLE / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") >= 6 and "<script" not in html
+
+
+def test_the_readme_names_the_versions_the_example_was_made_with():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    environment = json.loads((EXAMPLE / "summary.json").read_text(encoding="utf-8"))["environment"]
+    made_with = re.search(r"It was made with Python (\S+), NumPy (\S+) and torch (\S+) ", readme)
+    assert made_with, "the README says which versions made reports/example"
+    assert made_with.groups() == (environment["python"], environment["numpy"], environment["torch"].split("+")[0])

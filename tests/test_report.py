@@ -309,3 +309,17 @@ def test_rewrite_replaces_previous_report_at_the_end(rng, tmp_path):
     assert second == first and not (second / "left-over.txt").exists()
     assert json.loads((second / "summary.json").read_text())["stopped"] is not None
     assert [path.name for path in tmp_path.iterdir()] == ["run"]
+
+
+def test_the_drift_plot_draws_what_drift_csv_calls_all():
+    """The black line is drift.csv's `all` row (every parameter as one vector), not the largest
+    single tensor's drift, which can be well above it (a bias drifting most, say)."""
+    drift = pd.DataFrame([{"step": step, "parameter": parameter, "drift": value}
+                          for step, values in ((1, (0.1, 0.4, 0.2)), (50, (0.2, 0.5, 0.3)))
+                          for parameter, value in zip(("layers.0.weight", "layers.0.bias", "all"), values)])
+    figure = plots.parity_drift(pd.DataFrame(columns=COLUMNS["parity"]), drift)
+    lines = {line.get_label(): line for line in figure.axes[1].get_lines()}
+    together = lines[plots.ALL_PARAMETERS]
+    assert list(together.get_xdata()) == [1, 50] and list(together.get_ydata()) == [0.2, 0.3]
+    assert "drift.csv: all" in plots.ALL_PARAMETERS
+    plt.close(figure)

@@ -223,6 +223,7 @@ def test_default_spec_passes_and_writes_json(tmp_path, mnist):
     result = svt_sanity("--json", str(tmp_path / "sanity.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("PASS") == 8 and "verdict: PASS" in result.stdout  # 7 checks + the verdict
+    assert result.stdout.startswith("sanity: spec mnist-mlp (--layers 256:relu,128:relu,10; float32,")  # --layers reads it
     document = json.loads((tmp_path / "sanity.json").read_text())
     assert document["passed"] is True and [check["name"] for check in document["checks"]] == [
         "initial loss", "gradient check", "parity with torch", "overfit one batch", "uses its input",

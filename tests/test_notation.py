@@ -1,0 +1,93 @@
+"""One notation for layers: what `svt specs`, `describe`, `sanity` and the report print, `--layers` reads
+back into the same model."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from scratch_nn.notation import format_layers, parse_layers
+from scratch_nn.spec import LayerSpec, ModelSpec, SpecError, builtin_spec_names, load_builtin_spec, with_overrides
+
+
+def svt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmark", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name", builtin_spec_names())
+def test_every_builtin_spec_survives_the_round_trip(name):
+    spec = load_builtin_spec(name)
+    text = format_layers(spec.model)
+    again = with_overrides(spec, layers=text)
+    assert again.model == spec.model and again.train == spec.train  # the same model, the same training
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("256:relu,128:tanh,64,10", [LayerSpec(256, "relu"), LayerSpec(128, "tanh"), LayerSpec(64, "relu")]),
+    ("3x64:sigmoid+bn,10", [LayerSpec(64, "sigmoid", batch_norm=True)] * 3),
+    ("512:relu+dropout0.25+bn,10", [LayerSpec(512, "relu", batch_norm=True, dropout=0.25)]),
+    ("32:leaky_relu0.2,2x16:leaky_relu,10",
+     [LayerSpec(32, "leaky_relu", negative_slope=0.2)] + [LayerSpec(16, "leaky_relu")] * 2),
+])
+def test_the_grammar(text, expected):
+    layers, output_size = parse_layers(text)
+    assert list(layers) == expected and output_size == 10
+
+
+@pytest.mark.parametrize("layers, text", [
+    ([LayerSpec(128, "sigmoid")] * 8, "8x128:sigmoid,10"),
+    ([LayerSpec(64, "gelu", batch_norm=True, dropout=0.1), LayerSpec(64, "gelu")], "64:gelu+bn+dropout0.1,64:gelu,10"),
+    ([LayerSpec(16, "leaky_relu", negative_slope=0.125)], "16:leaky_relu0.125,10"),
+    ([LayerSpec(16, "leaky_relu"), LayerSpec(16, "leaky_relu", dropout=1e-05)],
+     "16:leaky_relu,16:leaky_relu+dropout1e-05,10"),
+])
+def test_format_then_parse_gives_the_layers_back(layers, text):
+    model = ModelSpec(layers=tuple(layers))
+    assert format_layers(model) == text
+    assert parse_layers(text) == (tuple(layers), 10)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("2xx64:relu,10", r"repeat count .* must be a positive integer, got '2x' in '2xx64:relu'"),
+    ("0x64:relu,10", r"repeat count .* must be a positive integer, got 0"),
+    ("64:relu+bn+bn,10", r"unknown or repeated layer option '\+bn'.*allowed, once each: \+bn"),
+    ("64:relu+batchnorm,10", r"unknown or repeated layer option '\+batchnorm'"),
+    ("64:relu+dropout,10", r"dropout p must be a number in \[0, 1\) .* got ''"),
+    ("64:relu+dropout1.5,10", r"dropout must be a finite number in \[0, 1\), got 1.5"),
+    ("64:relu0.2,10", r"unknown activation 'relu0.2'"),
+    ("64:leaky_reluX,10", r"the leaky_relu slope must be a number"),
+    ("64:relu,10+bn", r"the last item is the output size alone"),
+])
+def test_grammar_errors_say_what_is_wrong(text, pattern):
+    with pytest.raises(SpecError, match=pattern):
+        parse_layers(text)
+
+
+def test_what_specs_prints_is_accepted_by_layers():
+    listed = svt("specs")
+    assert listed.returncode == 0, listed.stderr
+    for name in builtin_spec_names():
+        line = next(line for line in listed.stdout.splitlines() if line.startswith(f"{name} "))
+        text = line.split()[1]
+        assert text == format_layers(load_builtin_spec(name).model)
+        described = svt("describe", "--spec", name, "--layers", text)
+        assert described.returncode == 0, described.stderr
+        assert f"layers: {text}   (the --layers form)" in described.stdout
+
+
+def test_describe_of_layers_matches_describe_of_the_spec():
+    """The table of the model --layers builds is the spec's own (the names differ, the layers not)."""
+    def table(*args):
+        lines = svt("describe", *args).stdout.splitlines()
+        return lines[1:]  # all but the "model: NAME" line
+
+    spec = load_builtin_spec("dropout-bn")
+    assert table("--spec", "dropout-bn") == table("--spec", "dropout-bn", "--layers", format_layers(spec.model))
+
+
+def test_the_report_prints_the_notation():  # sanity's header: tests/test_sanity.py
+    from benchmark.report_page import spec_blocks
+
+    spec = load_builtin_spec("deep-sigmoid-bn")
+    assert ("p", "Layers, as --layers takes them: 8x128:sigmoid+bn,10") in spec_blocks(spec)
