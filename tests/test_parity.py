@@ -395,7 +395,7 @@ def test_cli_float32_is_at_parity(mnist, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--layers", "256:foo,10"], "unknown activation 'foo'"),
-    (["--batch", "0"], "--batch must be in"),
+    (["--batch", "0"], "--batch must be a positive integer, got 0"),
 ])
 def test_cli_bad_input_exits_2_without_traceback(argv, message):
     result = subprocess.run([sys.executable, "-m", "benchmark", "parity", *argv], capture_output=True, text=True)
