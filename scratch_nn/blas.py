@@ -5,8 +5,8 @@ and scal (above 1,048,576) split the array across OpenBLAS's threads, the pool t
 matrix products already use, so they take the threads that are spinning idle right after the
 backward pass's last product instead of competing with them (OpenBLAS's idle workers spin, not
 yield, for about 0.1 s: a Python thread or a second library's pool on the other core gets half
-of it). Measured on the wide net (1.9 M parameters, 2 cores, SGD momentum, update after a
-product, per update), float32 / float64:
+of it). Measured on the wide net (1.9 M parameters, 2 cores shared with other work at a load
+average of 1.3-2.4, SGD momentum, each update right after a product; medians), float32 / float64:
 
     NumPy ufuncs (4 passes, one core)                     2.4 ms / 4.7 ms
     NumPy's OpenBLAS: scal + 2 axpy (3 passes, 2 threads)  0.9 ms / 2.4 ms    torch 1.5 / 2.7 ms
