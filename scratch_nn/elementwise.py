@@ -16,12 +16,14 @@ import numpy as np
 
 from scratch_nn.blas import Level1, level1
 
-# Below this many elements a whole-array update is as fast or faster in NumPy ufuncs. Measured on
-# this project's 2-core machine (busy: load average 4-5), an SGD-momentum update after a product,
-# OpenBLAS / NumPy time: one OpenBLAS thread 1.9 at 10k elements, 1.5 at 30k, 0.95 at 100k, 0.88 at
-# 235k (the default net), 0.66 at 1.9 M (the wide net); two threads lose below 100k, where the
-# hand-off to the other thread costs more than the pass it shares.
-BLAS_MIN_ELEMENTS = 100_000
+# From this many elements on, a whole-array update runs in OpenBLAS. Measured on this project's
+# 2-core machine, an SGD-momentum update right after a product, OpenBLAS / NumPy time: on a quiet
+# machine 0.38 (float32) and 0.51 (float64) at 1.9 M elements (the wide net), on one busy with
+# other work (load average 4-5) one OpenBLAS thread 1.9 at 10k elements, 0.95 at 100k, 0.88 at
+# 235k and 0.66 at 1.9 M, but two threads 1.2-11 at every size (the other thread waits for a
+# core). So the threads are used only where they pay most: the default net (235k) stays on NumPy,
+# whose one-core update already takes half of torch's two-thread one there.
+BLAS_MIN_ELEMENTS = 1_000_000
 
 
 class NumpyOps:

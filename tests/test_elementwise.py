@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from scratch_nn import optim
+from scratch_nn import MLP, elementwise, load_spec, optim
 from scratch_nn.blas import level1, numpy_blas_version
 from scratch_nn.elementwise import BLAS_MIN_ELEMENTS, NumpyOps, OpenBlasOps, choose_ops
 
@@ -92,17 +92,30 @@ def flat_parameters(rng, dtype, sizes=((300, 330), (300,), (10, 300), (10,))):
     return params, grads, flat_grad
 
 
-def test_the_update_path_follows_the_layout_and_the_size(rng):
+@pytest.fixture
+def low_threshold(monkeypatch):
+    """OpenBLAS from 100,000 elements on, so that the tests' nets (102,310) take it in a fraction of the time."""
+    monkeypatch.setattr(elementwise, "BLAS_MIN_ELEMENTS", 100_000)
+
+
+def test_the_update_path_follows_the_layout_and_the_size():
+    assert choose_ops(np.float64, BLAS_MIN_ELEMENTS).name == "openblas"
+    assert choose_ops(np.float32, BLAS_MIN_ELEMENTS - 1).name == "numpy"
+    assert choose_ops(np.int64, BLAS_MIN_ELEMENTS).name == "numpy"
+    for name, path in (("wide", "openblas (flat)"), ("mnist-mlp", "numpy (flat)")):  # 1.9 M and 235k parameters
+        spec = load_spec(name)
+        model = MLP(spec.model, np.random.default_rng(0))
+        assert optim.build_optimizer(spec.train, model.named_parameters()).update_path == path
+
+
+def test_sgd_reports_the_path_it_takes(rng, low_threshold):
     large, _, _ = flat_parameters(rng, np.float32)
     small, _, _ = flat_parameters(rng, np.float32, sizes=((30, 20), (30,)))
-    assert sum(p.size for p in large.values()) >= BLAS_MIN_ELEMENTS > sum(p.size for p in small.values())
     assert optim.SGD(large, lr=0.1, momentum=0.9).update_path == "openblas (flat)"
     assert optim.SGD(small, lr=0.1, momentum=0.9).update_path == "numpy (flat)"
     separate = {name: param.copy() for name, param in large.items()}
     assert optim.SGD(separate, lr=0.1).update_path == "numpy (per tensor)"
     assert optim.Adam(large).update_path == "numpy (per tensor)"
-    assert choose_ops(np.float64, BLAS_MIN_ELEMENTS).name == "openblas"
-    assert choose_ops(np.float64, BLAS_MIN_ELEMENTS - 1).name == "numpy"
 
 
 SGD_CONFIGS = [
@@ -115,7 +128,7 @@ SGD_CONFIGS = [
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-6)], ids=["float64", "float32"])
 @pytest.mark.parametrize("kwargs", SGD_CONFIGS, ids=lambda kwargs: "-".join(f"{k}={v}" for k, v in kwargs.items()))
-def test_openblas_sgd_matches_torch_for_ten_steps(rng, kwargs, dtype, rtol):
+def test_openblas_sgd_matches_torch_for_ten_steps(rng, kwargs, dtype, rtol, low_threshold):
     """Within rtol of each array's scale, as the NumPy path; and, its multiply-adds fused as torch's
     vectorised kernels fuse them, equal to torch bit for bit but for a few dozen elements of
     102,310 (the scalar tails of the vector loops: of each torch tensor, of each OpenBLAS thread's
