@@ -60,6 +60,7 @@ def tidy_rows(plan, timing: dict, memories: list[dict]) -> list[dict]:
 
     def add(spec: str, dtype: str, batch_size, metric: str, unit: str, scratch: float, torch: float,
             paired: float | None = None) -> None:
+        """One tidy row; its update_path is `path`, set by each loop below for the rows it adds."""
         rows.append({"spec": spec, "dtype": dtype, "batch_size": batch_size, "metric": metric, "unit": unit,
                      "scratch": scratch, "torch": torch,
                      "ratio": ratio(scratch, torch) if paired is None else paired, "update_path": path})
