@@ -146,18 +146,22 @@ class SGD(Optimizer):
                 work: np.ndarray) -> None:
         """The update rule above for one parameter (or all of them as one flat array), in torch's
         operations (torch/optim/sgd.py, _single_tensor_sgd) done by `self._ops`."""
-        ops = self._ops
         if self.weight_decay != 0:
-            grad = ops.add(grad, param, self.weight_decay, out=decayed)
+            grad = self._ops.add(grad, param, self.weight_decay, out=decayed)
         if self.momentum != 0:
-            buffer = state.get("momentum_buffer")
-            if buffer is None:  # torch: the first buffer is a copy of the gradient, not dampened
-                buffer = state["momentum_buffer"] = np.array(grad, dtype=param.dtype, copy=True)
-            else:
-                ops.mul_(buffer, self.momentum)
-                ops.add_(buffer, grad, 1 - self.dampening, work)
-            grad = ops.add(grad, buffer, self.momentum, out=work) if self.nesterov else buffer
-        ops.add_(param, grad, -self.lr, work)  # grad may be `work` itself (nesterov): fine in place
+            grad = self._momentum_direction(grad, param, state, work)
+        self._ops.add_(param, grad, -self.lr, work)  # grad may be `work` itself (nesterov): fine in place
+
+    def _momentum_direction(self, grad: np.ndarray, param: np.ndarray, state: dict,
+                            work: np.ndarray) -> np.ndarray:
+        """Update the momentum buffer from `grad`; return the direction (the buffer, or nesterov's)."""
+        ops, buffer = self._ops, state.get("momentum_buffer")
+        if buffer is None:  # torch: the first buffer is a copy of the gradient, not dampened
+            buffer = state["momentum_buffer"] = np.array(grad, dtype=param.dtype, copy=True)
+        else:
+            ops.mul_(buffer, self.momentum)
+            ops.add_(buffer, grad, 1 - self.dampening, work)
+        return ops.add(grad, buffer, self.momentum, out=work) if self.nesterov else buffer
 
 
 class Adam(Optimizer):
