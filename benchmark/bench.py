@@ -30,7 +30,9 @@ Written to `--out` (default `reports/bench-<timestamp>`), built in a temporary f
 into place when complete:
 
     bench.csv       one row per measurement: spec, dtype, batch_size, metric, unit, scratch, torch,
-                    ratio. `ratio` is scratch / torch; for the timed metrics and the rates made
+                    ratio, update_path (the code that ran scratch's optimiser update: "openblas
+                    (flat)", "numpy (flat)", "numpy (per tensor)"; scratch_nn.elementwise).
+                    `ratio` is scratch / torch; for the timed metrics and the rates made
                     from them (step to ceiling_fraction below) it is the median, over the repeats,
                     of the ratio of the two sides' back-to-back blocks, which a slow spell of the
                     shared machine does not skew (so it may differ a little from scratch / torch of

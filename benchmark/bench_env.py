@@ -5,7 +5,7 @@
                            # average
     cpu_ticks(), others_share(start, end)   # how much CPU other processes took meanwhile
 
-Thread counts are asked of the libraries themselves (OpenBLAS through its C API, torch through
+Thread counts are asked of the libraries themselves (NumPy's OpenBLAS through its C API, torch through
 `torch.get_num_threads`), not inferred from the environment variables that were meant to set them.
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 
+from scratch_nn.blas import openblas_function  # NumPy's own OpenBLAS (SciPy may load another)
+
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE",)  # not set by svt bench: passed on as found, and reported
 
@@ -23,27 +25,6 @@ BLAS_VARIABLES = ("OPENBLAS_CORETYPE",)  # not set by svt bench: passed on as fo
 # OpenBLAS's kernels for x86 cores that have AVX2 but not AVX-512
 AVX2_KERNELS = ("haswell", "zen")  # lower case: builds without runtime selection say "HASWELL"
 AVX512_FLAGS = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")  # what its SkylakeX kernels use
-
-
-def openblas_function(name: str, restype=ctypes.c_int):
-    """A function of the OpenBLAS NumPy loaded, by its plain name (`openblas_get_num_threads`), under
-    whichever prefix and suffix this build gives it; None if NumPy uses another BLAS."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:  # e.g. a mapping of a library file deleted since it was loaded
-            continue
-        for symbol in (f"scipy_{name}64_", f"{name}64_", name):
-            function = getattr(library, symbol, None)
-            if function is not None:
-                function.restype = restype
-                return function
-    return None
 
 
 def openblas_threads() -> int | None:

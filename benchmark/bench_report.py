@@ -15,9 +15,10 @@ from benchmark.bench_sides import linear_shapes, training_flops
 from benchmark.describe import format_table
 from scratch_nn.spec import DEFAULT_SPEC, Spec, settings_in_use
 
-CSV_COLUMNS = ["spec", "dtype", "batch_size", "metric", "unit", "scratch", "torch", "ratio"]
-STEP_COLUMNS = ["batch", "scratch step", "torch step", "ratio", "fwd ratio", "bwd ratio", "upd ratio",
+CSV_COLUMNS = ["spec", "dtype", "batch_size", "metric", "unit", "scratch", "torch", "ratio", "update_path"]
+STEP_COLUMNS = ["batch", "scratch step", "torch step", "ratio", "fwd ratio", "bwd ratio", "upd ratio", "upd path",
                 "scratch GFLOP/s", "torch GFLOP/s", "scratch img/s", "torch img/s", "infer ratio"]
+NUMBER_COLUMNS = tuple(column for column in STEP_COLUMNS if column != "upd path")  # right-aligned
 
 # The issue's targets, read from this output.
 TARGET_DEFAULT_RATIO = 1.0  # default spec, float32: scratch/torch step time at every batch size
@@ -59,12 +60,13 @@ def tidy_rows(plan, timing: dict, memories: list[dict]) -> list[dict]:
 
     def add(spec: str, dtype: str, batch_size, metric: str, unit: str, scratch: float, torch: float,
             paired: float | None = None) -> None:
+        """One tidy row; its update_path is `path`, set by each loop below for the rows it adds."""
         rows.append({"spec": spec, "dtype": dtype, "batch_size": batch_size, "metric": metric, "unit": unit,
                      "scratch": scratch, "torch": torch,
-                     "ratio": ratio(scratch, torch) if paired is None else paired})
+                     "ratio": ratio(scratch, torch) if paired is None else paired, "update_path": path})
 
     for row in timing["steps"]:
-        key = (row["spec"], row["dtype"], row["batch_size"])
+        key, path = (row["spec"], row["dtype"], row["batch_size"]), row["update_path"]
         scratch, torch, paired = row["scratch"], row["torch"], row["paired_ratio"]
         for phase in ("step", "forward", "backward", "update", "inference"):
             add(*key, f"{phase}_time", "s", scratch[phase], torch[phase], paired[phase])
@@ -77,13 +79,14 @@ def tidy_rows(plan, timing: dict, memories: list[dict]) -> list[dict]:
             1 / paired["step"])
         add(*key, "matmul_ceiling", "GFLOP/s", row["ceiling"]["numpy"], row["ceiling"]["torch"])
     for entry in timing["epochs"]:
+        path = entry["update_path"]
         add(entry["spec"], entry["dtype"], entry["batch_size"], "epoch_time", "s",
             entry["seconds"]["scratch"], entry["seconds"]["torch"])
     for scratch_run in (run for run in memories if run["side"] == "scratch"):
         torch_run = next(run for run in memories if run["side"] == "torch" and run["spec"] == scratch_run["spec"]
                          and run["dtype"] == scratch_run["dtype"])
         scratch, torch = memory_summary(scratch_run), memory_summary(torch_run)
-        key = (scratch_run["spec"], scratch_run["dtype"], scratch_run["batch_size"])
+        key, path = (scratch_run["spec"], scratch_run["dtype"], scratch_run["batch_size"]), scratch_run["update_path"]
         add(*key, "peak_rss", "MB", scratch["peak"], torch["peak"])
         add(*key, "train_memory", "MB", scratch["train"], torch["train"])
         add(*key, "memory_growth", "%", scratch["growth"], torch["growth"])
@@ -130,6 +133,7 @@ def step_table(rows: list[dict], spec: str, dtype: str, batch_sizes) -> list[dic
             "ratio": f"{step['ratio']:.2f}",
             **{f"{name} ratio": f"{get(f'{phase}_time')['ratio']:.2f}"
                for name, phase in (("fwd", "forward"), ("bwd", "backward"), ("upd", "update"))},
+            "upd path": step["update_path"],
             "scratch GFLOP/s": f"{gflops['scratch']:.1f} ({fraction['scratch']:.0%})",
             "torch GFLOP/s": f"{gflops['torch']:.1f} ({fraction['torch']:.0%})",
             "scratch img/s": f"{throughput['scratch']:,.0f}", "torch img/s": f"{throughput['torch']:,.0f}",
@@ -224,7 +228,7 @@ def terminal_report(results: BenchResults) -> str:
     for spec in results.plan.specs:
         for dtype in results.plan.dtypes:
             title, table, notes = section_lines(results, spec, dtype)
-            parts.append("\n".join([title, format_table(table, STEP_COLUMNS, right=tuple(STEP_COLUMNS)), *notes]))
+            parts.append("\n".join([title, format_table(table, STEP_COLUMNS, right=NUMBER_COLUMNS), *notes]))
     parts.append("\n".join(environment_lines(results)))
     parts.append("\n".join(["targets:"] + [f"  {'ok  ' if row['holds'] else 'MISS'} {row['target']}: {row['measured']}"
                                            for row in targets(results)]))
@@ -243,11 +247,13 @@ def markdown_report(results: BenchResults) -> str:
     parts += [f"- {line}" for line in environment_lines(results)]
     parts += ["", "FLOPs per training step: per Linear 2·N·in·out forward, 2·N·in·out for the weight gradient "
               "and 2·N·in·out for the input gradient (none for the first Linear); elementwise work not counted. "
-              "GFLOP/s in parentheses: the fraction of the matmul ceiling measured with that row.", ""]
+              "GFLOP/s in parentheses: the fraction of the matmul ceiling measured with that row. `upd path`: the code "
+              "that ran scratch's optimiser update (`openblas`: OpenBLAS's level-1 routines on its threads; `numpy`: "
+              "NumPy ufuncs on one core; `flat`: once on the array of all parameters).", ""]
     for spec in results.plan.specs:
         for dtype in results.plan.dtypes:
             title, table, notes = section_lines(results, spec, dtype)
-            parts += [f"## {title}", "", markdown_table(table, STEP_COLUMNS, right=tuple(STEP_COLUMNS)), ""] + [f"- {note}" for note in notes] + [""]
+            parts += [f"## {title}", "", markdown_table(table, STEP_COLUMNS, right=NUMBER_COLUMNS), ""] + [f"- {note}" for note in notes] + [""]
     parts += ["## Targets", "", markdown_table(
         [{"target": row["target"], "measured": row["measured"], "holds": "yes" if row["holds"] else "**no**"}
          for row in targets(results)], ["target", "measured", "holds"]), ""]

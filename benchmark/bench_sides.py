@@ -81,6 +81,10 @@ class ScratchSide:
     def loss_value(self) -> float:
         return float(self.loss)
 
+    def update_path(self) -> str:
+        """Which code runs the optimiser's update: "openblas (flat)", "numpy (per tensor)", ..."""
+        return self.optimizer.update_path
+
 
 class TorchSide:
     """The torch twin (`torch_ref`), given the scratch side's initial weights when `state` is given."""
@@ -121,6 +125,9 @@ class TorchSide:
 
     def loss_value(self) -> float:
         return float(self.loss.item())
+
+    def update_path(self) -> str:
+        return f"torch {self.optimizer_implementation()}"
 
     def optimizer_implementation(self) -> str:
         """Which of torch's optimiser code paths `step()` runs with the default arguments."""

@@ -141,7 +141,7 @@ def measure_config(spec, batches: list, repeats: int, min_block_seconds: float, 
         return timings, ceiling.sample(side.name)  # before settle(): its threads are still awake
 
     samples = interleaved(sides, block, repeats)
-    result: dict = {"steps_per_block": steps, "calls_per_block": calls}
+    result: dict = {"steps_per_block": steps, "calls_per_block": calls, "update_path": scratch.update_path()}
     seconds = {}  # side -> (repeats, 5): forward, backward, update, step, inference of each block
     for side in sides:
         phases = np.array([training for (training, _), _ in samples[side.name]])  # (repeats, 3)
@@ -178,7 +178,7 @@ def measure_epoch(spec, x: np.ndarray, y: np.ndarray, images: int) -> dict:
         for side in sides if index % 2 == 0 else sides[::-1]:
             settle()
             seconds[side.name] += train_epoch(side, x, y, batch_size, order[first:last])
-    return {"images": images, "batch_size": batch_size, "seconds": seconds,
+    return {"images": images, "batch_size": batch_size, "seconds": seconds, "update_path": scratch.update_path(),
             "final_loss": {side.name: side.loss_value() for side in sides}}
 
 
@@ -256,7 +256,7 @@ def memory_job(config: dict) -> dict:
         epochs.append({**memory_status(), "seconds": seconds})
     return {"side": config["side"], "spec": spec.name, "dtype": config["dtype"], "images": config["images"],
             "batch_size": spec.train.batch_size, "baseline": baseline, "epochs": epochs,
-            "peak_reset": peak_reset, "final_loss": side.loss_value(),
+            "peak_reset": peak_reset, "final_loss": side.loss_value(), "update_path": side.update_path(),
             "threads": {key: env.get(key) for key in ("openblas_threads", "torch_threads")}}
 
 

@@ -17,6 +17,9 @@ scratch arrays per parameter and writes every intermediate into them with `out=`
 When the parameters are consecutive views of one flat array, as an MLP keeps them, SGD applies its
 update once to that whole array (scratch_nn.flat) instead of once per tensor: the rule is
 elementwise, so the values are the same, and `state[name]` holds views of the whole-array state.
+For a large net that update runs in OpenBLAS's level-1 routines on its threads instead of NumPy's
+one-core ufuncs (scratch_nn.elementwise; `update_path` says which ran), fusing the multiply-adds
+as torch does.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from scratch_nn.elementwise import NumpyOps, choose_ops
 from scratch_nn.flat import FlatParameters, flat_array
 from scratch_nn.spec import OPTIMIZERS, TrainSpec
 
@@ -93,6 +97,7 @@ class Optimizer:
         self.params, self.dtype = _live_parameters(params)
         self.lr = lr
         self.state: dict[str, dict] = {name: {} for name in self.params}
+        self.update_path = "numpy (per tensor)"  # which code runs the update, as `svt bench` reports it
 
     def step(self, grads: Mapping[str, np.ndarray]) -> None:
         raise NotImplementedError
@@ -121,6 +126,9 @@ class SGD(Optimizer):
         self.weight_decay, self.nesterov = weight_decay, nesterov
         flat = flat_array(list(self.params.values()))
         self._flat = FlatParameters(self.params, flat) if flat is not None else None
+        # A flat update of a large net runs on OpenBLAS's threads where it can (scratch_nn.elementwise)
+        self._ops = choose_ops(self.dtype, flat.size) if self._flat else NumpyOps()
+        self.update_path = f"{self._ops.name} ({'flat' if self._flat else 'per tensor'})"
         # Built once, so that a step looks nothing up but grads[name] (none when the update is flat).
         self._slots = [] if self._flat else [(name, param, self.state[name], *_scratch(param))
                                              for name, param in self.params.items()]
@@ -136,32 +144,24 @@ class SGD(Optimizer):
 
     def _update(self, grad: np.ndarray, param: np.ndarray, state: dict, decayed: np.ndarray,
                 work: np.ndarray) -> None:
-        """The update rule above for one parameter (or all of them as one flat array)."""
+        """The update rule above for one parameter (or all of them as one flat array), in torch's
+        operations (torch/optim/sgd.py, _single_tensor_sgd) done by `self._ops`."""
         if self.weight_decay != 0:
-            grad = _add_scaled(grad, param, self.weight_decay, out=decayed)
+            grad = self._ops.add(grad, param, self.weight_decay, out=decayed)
         if self.momentum != 0:
             grad = self._momentum_direction(grad, param, state, work)
-        np.multiply(grad, -self.lr, out=work)  # grad may be `work` itself (nesterov): fine in place
-        param += work
+        self._ops.add_(param, grad, -self.lr, work)  # grad may be `work` itself (nesterov): fine in place
 
     def _momentum_direction(self, grad: np.ndarray, param: np.ndarray, state: dict,
                             work: np.ndarray) -> np.ndarray:
         """Update the momentum buffer from `grad`; return the direction (the buffer, or nesterov's)."""
-        buffer = state.get("momentum_buffer")
+        ops, buffer = self._ops, state.get("momentum_buffer")
         if buffer is None:  # torch: the first buffer is a copy of the gradient, not dampened
             buffer = state["momentum_buffer"] = np.array(grad, dtype=param.dtype, copy=True)
         else:
-            buffer *= self.momentum
-            if self.dampening == 0:
-                buffer += grad
-            else:
-                np.multiply(grad, 1 - self.dampening, out=work)
-                buffer += work
-        if not self.nesterov:
-            return buffer
-        np.multiply(buffer, self.momentum, out=work)
-        work += grad
-        return work
+            ops.mul_(buffer, self.momentum)
+            ops.add_(buffer, grad, 1 - self.dampening, work)
+        return ops.add(grad, buffer, self.momentum, out=work) if self.nesterov else buffer
 
 
 class Adam(Optimizer):

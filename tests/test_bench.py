@@ -18,7 +18,7 @@ from benchmark.bench_sides import inference_flops, linear_shapes, training_flops
 from benchmark.cli import main
 from scratch_nn.spec import LayerSpec, ModelSpec
 
-DOCUMENTED_COLUMNS = ["spec", "dtype", "batch_size", "metric", "unit", "scratch", "torch", "ratio"]
+DOCUMENTED_COLUMNS = ["spec", "dtype", "batch_size", "metric", "unit", "scratch", "torch", "ratio", "update_path"]
 DOCUMENTED_METRICS = {"step_time", "forward_time", "backward_time", "update_time", "inference_time",
                       "inference_throughput", "gflops", "ceiling_fraction", "matmul_ceiling", "epoch_time",
                       "peak_rss", "train_memory", "memory_growth"}
@@ -87,7 +87,7 @@ def test_quick_run_succeeds_and_prints_the_table(quick_run):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "mnist-mlp, float32: 784-256-128-10 relu" in result.stdout
-    assert "scratch step" in result.stdout and "torch step" in result.stdout
+    assert "scratch step" in result.stdout and "torch step" in result.stdout and "upd path" in result.stdout
     assert "targets:" in result.stdout
     assert f"written: {out}" in result.stdout
 
@@ -107,6 +107,20 @@ def test_quick_run_writes_the_documented_csv(quick_run):
             assert scratch > 0 and torch > 0, row
         if row["metric"] in ("matmul_ceiling", "epoch_time", "peak_rss", "train_memory"):
             assert float(row["ratio"]) == pytest.approx(scratch / torch, rel=1e-9), row
+
+
+def test_quick_run_states_the_update_path_the_optimizer_took(quick_run):
+    """Every row names the code that ran scratch's update: the path this spec's optimiser takes here."""
+    from benchmark.bench_sides import ScratchSide
+    from scratch_nn.spec import load_spec
+
+    _, _, out = quick_run
+    with open(out / "bench.csv", newline="", encoding="utf-8") as file:
+        paths = {row["update_path"] for row in csv.DictReader(file)}
+    expected = ScratchSide(load_spec("mnist-mlp")).update_path()
+    assert paths == {expected}
+    assert expected in ("openblas (flat)", "numpy (flat)")  # an MLP's parameters are one flat array
+    assert f"| {expected} |" in (out / "bench.md").read_text(encoding="utf-8")
 
 
 def test_quick_run_ratios_of_timings_are_medians_of_back_to_back_pairs(quick_run):

@@ -1,0 +1,155 @@
+"""scratch_nn.blas and scratch_nn.elementwise: SGD's operations in NumPy's OpenBLAS, against NumPy and torch.
+
+The wheels of NumPy this project installs are built on OpenBLAS, so the fast path must be found
+here; the comparisons with torch use the flat layout of an MLP large enough to take it.
+"""
+import numpy as np
+import pytest
+import torch
+
+from scratch_nn import MLP, elementwise, load_spec, optim
+from scratch_nn.blas import level1, numpy_blas_version
+from scratch_nn.elementwise import BLAS_MIN_ELEMENTS, NumpyOps, OpenBlasOps, choose_ops
+
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_numpys_openblas_is_found_for_float32_and_float64_only():
+    assert numpy_blas_version() is not None, "this NumPy is not built on OpenBLAS"
+    assert level1(np.float32) is not None and level1(np.float64) is not None
+    assert level1(np.float16) is None and level1(np.int64) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_openblas_ops_by_hand(dtype):
+    ops = OpenBlasOps(level1(dtype))
+    x, y = np.array([1.0, -2.0, 0.5], dtype=dtype), np.array([4.0, 1.0, -1.0], dtype=dtype)
+    ops.mul_(x, 0.5)  # x = [0.5, -1, 0.25]
+    np.testing.assert_array_equal(x, [0.5, -1.0, 0.25])
+    ops.add_(y, x, -2.0, work=None)  # y = [4 - 1, 1 + 2, -1 - 0.5]
+    np.testing.assert_array_equal(y, [3.0, 3.0, -1.5])
+    out = np.empty_like(x)
+    assert ops.add(x, y, 2.0, out=out) is out  # out = x + 2 y = [6.5, 5, -2.75]; x and y unchanged
+    np.testing.assert_array_equal(out, [6.5, 5.0, -2.75])
+    np.testing.assert_array_equal(x, [0.5, -1.0, 0.25])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_openblas_ops_agree_with_numpy_ops_to_an_ulp(rng, dtype):
+    """50,000 elements: above axpy's threading threshold, so OpenBLAS splits the work across threads."""
+    x, y = (rng.standard_normal(50_000).astype(dtype) for _ in range(2))
+    results = {}
+    for ops in (NumpyOps(), OpenBlasOps(level1(dtype))):
+        a, b, work, out = x.copy(), y.copy(), np.empty_like(x), np.empty_like(x)
+        ops.mul_(a, 0.9)
+        ops.add_(a, b, 0.7, work)
+        results[ops.name] = (a, ops.add(b, a, -0.05, out).copy())
+    ulp = np.finfo(dtype).eps
+    for fast, plain in zip(results["openblas"], results["numpy"]):
+        np.testing.assert_allclose(fast, plain, rtol=4 * ulp, atol=4 * ulp * np.abs(plain).max())
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in multiply:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_alpha_zero_still_multiplies_as_torch_does(dtype):
+    """OpenBLAS skips the work for alpha 0; torch computes 0 * inf = NaN, and so must we."""
+    ops = OpenBlasOps(level1(dtype))
+    x, y = np.array([np.inf, 1.0], dtype=dtype), np.array([1.0, 2.0], dtype=dtype)
+    torch_x, torch_y = torch.tensor(x), torch.tensor(y)
+    ops.add_(y, x, 0.0, work=None)
+    torch_y.add_(torch_x, alpha=0.0)
+    np.testing.assert_array_equal(y, torch_y.numpy())  # [nan, 2]
+    ops.mul_(x, 0.0)
+    torch_x.mul_(0.0)
+    np.testing.assert_array_equal(x, torch_x.numpy())  # [nan, 0]
+
+
+@pytest.mark.parametrize("x, y, message", [
+    (np.zeros(4, np.float32), np.zeros(4, np.float64), "contiguous float32 arrays of one size, got float64"),
+    (np.zeros(4, np.float32), np.zeros(3, np.float32), "of one size, got float32 \\(3,\\)"),
+    (np.zeros(8, np.float32)[::2], np.zeros(4, np.float32), "contiguous: False"),
+])
+def test_level1_refuses_arrays_its_c_routines_would_misread(x, y, message):
+    with pytest.raises(ValueError, match=message):
+        level1(np.float32).axpy(1.0, x, y)
+
+
+def flat_parameters(rng, dtype, sizes=((300, 330), (300,), (10, 300), (10,))):
+    """Parameters as consecutive views of one flat array, as an MLP keeps them, and their gradients."""
+    total = sum(int(np.prod(shape)) for shape in sizes)
+    flat, flat_grad = rng.standard_normal(total).astype(dtype), np.zeros(total, dtype)
+    params, grads, offset = {}, {}, 0
+    for index, shape in enumerate(sizes):
+        size = int(np.prod(shape))
+        params[f"layers.{index}.weight"] = flat[offset:offset + size].reshape(shape)
+        grads[f"layers.{index}.weight"] = flat_grad[offset:offset + size].reshape(shape)
+        offset += size
+    return params, grads, flat_grad
+
+
+@pytest.fixture
+def low_threshold(monkeypatch):
+    """OpenBLAS from 100,000 elements on, so that the tests' nets (102,310) take it in a fraction of the time."""
+    monkeypatch.setattr(elementwise, "BLAS_MIN_ELEMENTS", 100_000)
+
+
+def test_the_update_path_follows_the_layout_and_the_size():
+    assert choose_ops(np.float64, BLAS_MIN_ELEMENTS).name == "openblas"
+    assert choose_ops(np.float32, BLAS_MIN_ELEMENTS - 1).name == "numpy"
+    assert choose_ops(np.int64, BLAS_MIN_ELEMENTS).name == "numpy"
+    for name, path in (("wide", "openblas (flat)"), ("mnist-mlp", "numpy (flat)")):  # 1.9 M and 235k parameters
+        spec = load_spec(name)
+        model = MLP(spec.model, np.random.default_rng(0))
+        assert optim.build_optimizer(spec.train, model.named_parameters()).update_path == path
+
+
+def test_sgd_reports_the_path_it_takes(rng, low_threshold):
+    large, _, _ = flat_parameters(rng, np.float32)
+    small, _, _ = flat_parameters(rng, np.float32, sizes=((30, 20), (30,)))
+    assert optim.SGD(large, lr=0.1, momentum=0.9).update_path == "openblas (flat)"
+    assert optim.SGD(small, lr=0.1, momentum=0.9).update_path == "numpy (flat)"
+    separate = {name: param.copy() for name, param in large.items()}
+    assert optim.SGD(separate, lr=0.1).update_path == "numpy (per tensor)"
+    assert optim.Adam(large).update_path == "numpy (per tensor)"
+
+
+SGD_CONFIGS = [
+    {"lr": 0.1},
+    {"lr": 0.1, "momentum": 0.9},
+    {"lr": 0.1, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01},
+    {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.05},
+]
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-6)], ids=["float64", "float32"])
+@pytest.mark.parametrize("kwargs", SGD_CONFIGS, ids=lambda kwargs: "-".join(f"{k}={v}" for k, v in kwargs.items()))
+def test_openblas_sgd_matches_torch_for_ten_steps(rng, kwargs, dtype, rtol, low_threshold):
+    """Within rtol of each array's scale, as the NumPy path; and, its multiply-adds fused as torch's
+    vectorised kernels fuse them, equal to torch bit for bit but for a few dozen elements of
+    102,310 (the scalar tails of the vector loops: of each torch tensor, of each OpenBLAS thread's
+    share), where the NumPy path differs in about a third of them."""
+    params, grads, flat_grad = flat_parameters(rng, dtype)
+    torch_params = [torch.tensor(param, requires_grad=True) for param in params.values()]
+    ours, theirs = optim.SGD(params, **kwargs), torch.optim.SGD(torch_params, **kwargs)
+    assert ours.update_path == "openblas (flat)"
+    for _ in range(10):
+        flat_grad[...] = rng.standard_normal(flat_grad.size)
+        ours.step(grads)
+        for torch_param, grad in zip(torch_params, grads.values()):
+            torch_param.grad = torch.tensor(grad)
+        theirs.step()
+    differing = 0
+    for (name, param), torch_param in zip(params.items(), torch_params):
+        expected = torch_param.detach().numpy()
+        np.testing.assert_allclose(param, expected, rtol=rtol, atol=rtol * np.abs(expected).max(), err_msg=name)
+        differing += int(np.count_nonzero(param != expected))
+        if "momentum" in kwargs:
+            expected = theirs.state[torch_param]["momentum_buffer"].numpy()
+            buffer = ours.state[name]["momentum_buffer"]
+            np.testing.assert_allclose(buffer, expected, rtol=rtol, atol=rtol * np.abs(expected).max(), err_msg=name)
+    assert differing <= 100, f"{differing} of {flat_grad.size} elements differ from torch's"
