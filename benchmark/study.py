@@ -142,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
     todo = [job for job in jobs if job["seed"] not in results]
     backend = make_backend(args, len(todo), work) if todo else None
     where = backend.describe() if backend else "nothing to run"
-    say(args, f"svt study: {len(seeds)} seeds of {spec.name} ({spec.model.dtype}, {spec.train.epochs} epochs); "
-              f"{len(results)} reused, {len(todo)} to run on {where}")
+    print(f"svt study: {len(seeds)} seeds of {spec.name} ({spec.model.dtype}, {spec.train.epochs} epochs); "
+              f"{len(results)} reused, {len(todo)} to run on {where}", flush=True)
     missing = run_seeds(args, backend, todo, results, work, len(seeds)) if todo else {}
     context = {"spec": spec, "seeds": seeds, "results": results, "missing": missing, "margin": args.margin,
                "backend": where, "backend_name": args.backend, "address": args.address,

@@ -8,13 +8,13 @@ fixed share of `threads` threads, and hand back each seed's outcome as it finish
 is the one scheduler over either: it keeps the backend full, retries once a seed whose worker
 died, then reports it missing; on Ctrl-C (or any error) it stops every running seed.
 
-Local: each seed runs in a fresh `python -m benchmark.study_seed` process, started with the
-thread variables in its environment (OpenBLAS reads them only when NumPy loads, so a process
-pool whose workers import NumPy before an initializer runs could not set them), in its own
-process group (a terminal's Ctrl-C reaches `svt study`, which stops the workers itself, rather
-than workers that would then look dead). A worker that dies is attributed to its own seed alone;
-in a shared pool one death breaks every running task. The price is one interpreter start and
-torch import per seed (about 3.5 s here).
+Local: `jobs` long-lived `python -m benchmark.study_seed` processes, each started with the thread
+variables in its environment (OpenBLAS reads them only when NumPy loads; the workers of a
+`ProcessPoolExecutor` import NumPy, through the parent's main module, before an initializer
+runs) and in its own process group (a terminal's Ctrl-C reaches `svt study`, which stops the
+workers itself, instead of workers that would then look dead). Each is handed one seed at a time
+and loads torch and MNIST once. A worker that dies is charged to its own seed alone, where in a
+`ProcessPoolExecutor` one death breaks every running task; the next seed gets a fresh worker.
 
 Ray: the same function as a Ray task with `num_cpus=threads`, on the cluster at `address`
 (`auto`, `ray://host:port`) or on a local Ray instance of `jobs * threads` CPUs. The project's
@@ -89,49 +89,61 @@ def run_all(backend, jobs: list[dict], on_finished: Callable[[dict, dict], None]
 
 
 class LocalBackend:
-    """Seeds in fresh worker processes on this machine, `jobs` at a time."""
+    """Seeds on up to `jobs` long-lived worker processes on this machine (`python -m benchmark.study_seed`),
+    each handed one seed at a time on its standard input."""
 
     def __init__(self, jobs: int, threads: int, work: Path) -> None:
         self.capacity, self.threads, self.work = jobs, threads, work
-        self.processes: dict[subprocess.Popen, tuple[dict, Path]] = {}
+        self.idle: list[subprocess.Popen] = []
+        self.busy: dict[subprocess.Popen, tuple[dict, Path]] = {}
+        self.logs: dict[subprocess.Popen, Path] = {}
         work.mkdir(parents=True, exist_ok=True)
 
     def describe(self) -> str:
         return f"local: {self.capacity} worker processes x {self.threads} thread(s)"
 
     def running(self) -> int:
-        return len(self.processes)
+        return len(self.busy)
 
-    def start(self, job: dict) -> None:
+    def spawn(self) -> subprocess.Popen:
+        """A new worker, its thread variables set before its interpreter starts, in its own process group."""
         import os
 
+        source_root = str(Path(__file__).resolve().parent.parent)  # found even without `pip install -e`
+        env = {**os.environ, **thread_environment(self.threads)}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+        log_path = self.work / f"worker-{len(self.logs)}.log"
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen([sys.executable, "-m", "benchmark.study_seed", str(self.work)], env=env,
+                                      stdin=subprocess.PIPE, stdout=log, stderr=log, text=True, process_group=0)
+        self.logs[worker] = log_path
+        return worker
+
+    def start(self, job: dict) -> None:
         stem = self.work / f"seed-{job['seed']}"
         job_path, outcome_path = stem.with_suffix(".job.json"), stem.with_suffix(".outcome.json")
         job_path.write_text(json.dumps(job), encoding="utf-8")
         outcome_path.unlink(missing_ok=True)
-        source_root = str(Path(__file__).resolve().parent.parent)  # found even without `pip install -e`
-        env = {**os.environ, **thread_environment(self.threads)}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
-        with open(stem.with_suffix(".log"), "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "benchmark.study_seed", str(job_path),
-                                        str(outcome_path)], env=env, stdin=subprocess.DEVNULL,
-                                       stdout=log, stderr=log, process_group=0)
-        self.processes[process] = (job, outcome_path)
+        while self.idle and self.idle[-1].poll() is not None:  # an idle worker that died meanwhile
+            self.idle.pop()
+        worker = self.idle.pop() if self.idle else self.spawn()
+        worker.stdin.write(f"{job_path}\t{outcome_path}\n")
+        worker.stdin.flush()
+        self.busy[worker] = (job, outcome_path)
 
     def wait(self, timeout: float) -> list[Finished]:
-        """The seeds whose process has exited, after waiting up to `timeout` seconds for one."""
+        """The seeds that ended (outcome written, or worker dead), after waiting `timeout` seconds."""
         time.sleep(timeout)
         finished = []
-        for process, (job, outcome_path) in list(self.processes.items()):
-            if process.poll() is None:
-                continue
-            del self.processes[process]
-            if process.returncode == 0 and outcome_path.exists():
+        for worker, (job, outcome_path) in list(self.busy.items()):
+            if outcome_path.exists():  # renamed into place complete; the worker waits for the next seed
+                del self.busy[worker]
+                self.idle.append(worker)
                 finished.append(Finished(job, outcome=json.loads(outcome_path.read_text(encoding="utf-8"))))
                 outcome_path.unlink()
-            else:
-                finished.append(Finished(job, failure=self.death(process.returncode, outcome_path.with_name(
-                    f"seed-{job['seed']}.log"))))
+            elif worker.poll() is not None:
+                del self.busy[worker]
+                finished.append(Finished(job, failure=self.death(worker.returncode, self.logs[worker])))
         return finished
 
     @staticmethod
@@ -143,17 +155,19 @@ class LocalBackend:
         return f"exit status {returncode}" + (f": {lines[-1]}" if lines else "")
 
     def stop(self) -> None:
-        """End every running worker (SIGTERM, then SIGKILL after STOP_SECONDS)."""
-        for process in self.processes:
-            process.terminate()
+        """End every worker, idle or busy (SIGTERM, then SIGKILL after STOP_SECONDS)."""
+        workers = self.idle + list(self.busy)
+        for worker in workers:
+            worker.terminate()
         deadline = time.monotonic() + STOP_SECONDS
-        for process in self.processes:
+        for worker in workers:
             try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                worker.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self.processes.clear()
+                worker.kill()
+                worker.wait()
+            worker.stdin.close()
+        self.idle, self.busy = [], {}
 
 
 def ray_module():

@@ -2,7 +2,8 @@
 
     job = seed_job(spec, seed, threads=1, train_limit=None, test_limit=None, check_every=50, data_dir=None)
     outcome = run_seed(job)      # {"result": {...}, "files": {"summary.json": text, "steps.csv": text, ...}}
-    python -m benchmark.study_seed JOB.json OUTCOME.json     # the same, in a fresh process (local backend)
+    python -m benchmark.study_seed WORK   # a local worker: runs "JOB.json<TAB>OUTCOME.json" lines from stdin
+                                          # (WORK, its study's work folder, only names it in `ps`)
 
 A job is plain JSON data (the spec as a dict, the seed, the data slice, the thread share), so it
 travels to a subprocess or a Ray node unchanged. The worker loads MNIST itself through
@@ -103,18 +104,23 @@ def seed_result(job: dict, record, summary: dict) -> dict:
                        "openblas_threads": openblas_threads()}}
 
 
-def main(argv: list[str]) -> int:
-    """`python -m benchmark.study_seed JOB.json OUTCOME.json`: run the job, write the outcome atomically."""
+def serve(lines) -> int:
+    """A local worker's loop: for each line "JOB.json<TAB>OUTCOME.json", run the job and write its
+    outcome atomically (the study sees the file appear, complete). Ends when its input closes.
+
+    One worker runs many seeds: torch, its optimiser machinery and matplotlib load once per worker
+    (about 8 s here), not once per seed. A seed's figures do not depend on what ran before it in
+    the process (each builds its own generator, models and optimisers)."""
     from benchmark.files import write_atomically
 
-    job_path, outcome_path = argv
-    with open(job_path, encoding="utf-8") as file:
-        job = json.load(file)
-    outcome = run_seed(job)
-    text = json.dumps(outcome, allow_nan=False).encode("utf-8")
-    write_atomically(outcome_path, lambda file: file.write(text))
+    for line in lines:
+        job_path, outcome_path = line.rstrip("\n").split("\t")
+        with open(job_path, encoding="utf-8") as file:
+            job = json.load(file)
+        text = json.dumps(run_seed(job), allow_nan=False).encode("utf-8")
+        write_atomically(outcome_path, lambda file: file.write(text))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(serve(sys.stdin))
