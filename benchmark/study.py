@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--margin", type=float, default=0.2, metavar="PP",
                        help="equivalence margin in percentage points of test accuracy (default: 0.2)")
     group.add_argument("--jobs", type=int, default=None, metavar="J",
-                       help="seeds run at once (default: the cores / --threads; on a Ray cluster at --address, its CPUs / --threads)")
+                       help="seeds run at once (default: the cores / --threads; on a Ray cluster at --address, "
+                            "its CPUs / --threads)")
     group.add_argument("--threads", type=int, default=1, metavar="T",
                        help="threads of each seed (default: 1); a seed's float32 figures depend on it, so a "
                             "study keeps one count for all its seeds")
@@ -117,24 +118,33 @@ def make_backend(args: argparse.Namespace, seeds_to_run: int, work: Path):
     return LocalBackend(jobs, args.threads, work / "workers")
 
 
-def run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
+def checked_input(args: argparse.Namespace):
+    """The spec and the seeds, every option checked, and the backend's needs met, before any work."""
+    from benchmark import study_backends
     from benchmark.run import check_input
 
     spec = spec_from_args(args)
     check_input(args, spec)
     check_study_input(args)
     seeds = parse_seeds(args.seeds, first=spec.train.seed)
-    from benchmark import study_backends, study_folder
-    from benchmark.study_seed import seed_job
-
     if args.backend == "ray":
         study_backends.ray_module()  # the missing extra is named before any work
     else:
         from benchmark.data import ensure_mnist
 
         ensure_mnist(args.data_dir, quiet=args.quiet)  # a data problem is one line, before the workers start
-    name = args.name or f"study-{re.sub(r'[^A-Za-z0-9._-]+', '-', spec.name).strip('.-')}-{datetime.now():%Y%m%d-%H%M%S}"
+    return spec, seeds
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    spec, seeds = checked_input(args)
+    from benchmark import study_folder
+    from benchmark.study_report import terminal_report, write_study
+    from benchmark.study_seed import seed_job
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.name).strip(".-")
+    name = args.name or f"study-{stem}-{datetime.now():%Y%m%d-%H%M%S}"
     final, work = Path(args.out) / name, Path(args.out) / f".partial-{name}"
     jobs = [seed_job(spec, seed, args.threads, args.train_limit, args.test_limit, args.check_every, args.data_dir)
             for seed in seeds]
@@ -143,27 +153,29 @@ def run(args: argparse.Namespace) -> int:
     backend = make_backend(args, len(todo), work) if todo else None
     where = backend.describe() if backend else "nothing to run"
     print(f"svt study: {len(seeds)} seeds of {spec.name} ({spec.model.dtype}, {spec.train.epochs} epochs); "
-              f"{len(results)} reused, {len(todo)} to run on {where}", flush=True)
-    missing = run_seeds(args, backend, todo, results, work, len(seeds)) if todo else {}
-    context = {"spec": spec, "seeds": seeds, "results": results, "missing": missing, "margin": args.margin,
-               "backend": where, "backend_name": args.backend, "address": args.address,
-               "jobs": backend.capacity if backend else 0,
+          f"{len(results)} reused, {len(todo)} to run on {where}", flush=True)
+    context = {"spec": spec, "seeds": seeds, "results": results, "margin": args.margin, "backend": where,
+               "backend_name": args.backend, "address": args.address, "jobs": backend.capacity if backend else 0,
                "threads": args.threads, "train_limit": args.train_limit, "test_limit": args.test_limit,
                "started": started}
-    from benchmark.study_report import terminal_report, write_study
-
-    statistics = write_study(final, work, context)
+    try:
+        context["missing"] = run_seeds(args, backend, todo, results, work, len(seeds)) if todo else {}
+        statistics = write_study(final, work, context)
+    except KeyboardInterrupt:
+        print(f"svt study: {len(results)} of {len(seeds)} seeds finished, kept in {work}; the same command with "
+              f"--name {name} --resume runs the rest", file=sys.stderr, flush=True)
+        raise
     shutil.rmtree(work, ignore_errors=True)
     print(terminal_report(context, statistics))
     print(f"study: {final / 'study.html'} (also study.md, seeds.csv, summary.json, seeds/); "
           f"{time.perf_counter() - started:.1f} s in all")
-    diverged = [seed for seed, result in results.items() if result["stopped"]]
-    return 1 if missing or diverged else 0
+    stopped = [seed for seed, result in results.items() if result["stopped"]]
+    return 1 if context["missing"] or stopped else 0
 
 
 def run_seeds(args: argparse.Namespace, backend, todo: list[dict], results: dict, work: Path, total: int) -> dict:
-    """Run the seeds still to do, saving each as it finishes; {seed: why missing}. On Ctrl-C, says
-    where the finished seeds are and how to continue, then lets the interrupt through."""
+    """Run the seeds still to do, saving each into `results` and `work` as it finishes, with a
+    progress bar; returns {seed: why it is missing}."""
     from tqdm import tqdm
 
     from benchmark import study_folder
@@ -183,15 +195,5 @@ def run_seeds(args: argparse.Namespace, backend, todo: list[dict], results: dict
 
     try:
         return run_all(backend, todo, finished, retried)
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"svt study: {len(results)} of {total} seeds finished, kept in {work}; the same command with "
-              f"--name {work.name[len('.partial-'):]} --resume runs the rest", file=sys.stderr, flush=True)
-        raise
     finally:
         bar.close()
-
-
-def say(args: argparse.Namespace, line: str) -> None:
-    if not args.quiet:
-        print(line, flush=True)

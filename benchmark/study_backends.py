@@ -223,8 +223,17 @@ class RayBackend:
             try:
                 finished.append(Finished(job, outcome=self.ray.get(ref)))
             except self.ray.exceptions.RayError as error:  # the task raised, or its worker died
-                finished.append(Finished(job, failure=f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"))
+                finished.append(Finished(job, failure=self.failure(error)))
         return finished
+
+    @staticmethod
+    def failure(error: Exception) -> str:
+        """'WorkerCrashedError: ...', or for an exception raised in the task its own type and message."""
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, BaseException):
+            return f"the task raised {type(cause).__name__}: {cause}"
+        lines = str(error).strip().splitlines()
+        return f"{type(error).__name__}: {lines[-1] if lines else ''}"
 
     def stop(self) -> None:
         for ref in self.refs:

@@ -60,8 +60,7 @@ def first_difference(old, new, where: str = "") -> str | None:
 
 
 def check_same_job(old: dict, new: dict, folder: Path) -> None:
-    """Refuse to reuse a seed that was made by a different job (compared as the JSON it was stored as)."""
-    new = json.loads(json.dumps(new))  # tuples -> lists, as in seed.json
+    """Refuse to reuse a seed that was made by a different job."""
     keep = {key: value for key, value in old.items() if key not in SAME_ANYWHERE}
     difference = first_difference(keep, {key: value for key, value in new.items() if key not in SAME_ANYWHERE})
     if difference:

@@ -36,10 +36,11 @@ from scratch_nn.spec import Spec, spec_from_dict, to_dict, with_overrides
 
 def seed_job(spec: Spec, seed: int, threads: int, train_limit: int | None, test_limit: int | None,
              check_every: int, data_dir: str | None) -> dict:
-    """The job of one seed as plain data: the spec with that seed, and how to run it."""
-    return {"seed": seed, "spec": to_dict(with_overrides(spec, train={"seed": seed})), "threads": threads,
-            "train_limit": train_limit, "test_limit": test_limit, "check_every": check_every,
-            "data_dir": data_dir}
+    """The job of one seed as plain JSON data (lists, not tuples: the same whether it travels as a
+    file or as a Ray argument): the spec with that seed, and how to run it."""
+    job = {"seed": seed, "spec": to_dict(with_overrides(spec, train={"seed": seed})), "threads": threads,
+           "train_limit": train_limit, "test_limit": test_limit, "check_every": check_every, "data_dir": data_dir}
+    return json.loads(json.dumps(job))
 
 
 @functools.lru_cache(maxsize=2)

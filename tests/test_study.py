@@ -1,6 +1,7 @@
-"""`svt study` end to end on a small slice of real MNIST, local backend: the folder, the statistics'
-inputs, a seed equal to `svt run`'s, both pages in Chromium, Ctrl-C and --resume, a dying worker,
-and bad input."""
+"""`svt study` end to end on a small slice of real MNIST: the folder, the statistics' inputs, a seed
+equal to `svt run`'s, both pages in Chromium, Ctrl-C and --resume, a dying worker, bad input, and
+the Ray backend on a real local Ray instance (`ray.init(num_cpus=2)` inside the command) giving
+the local backend's figures seed for seed."""
 from __future__ import annotations
 
 import json
@@ -67,6 +68,16 @@ def run_of_seed_2(tmp_path_factory, mnist):
     result = svt("run", *SLICE, "--quiet", "--seed", "2", "--out", out, "--name", "seed-2", env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     return out / "seed-2"
+
+
+@pytest.fixture(scope="module")
+def ray_study(tmp_path_factory, mnist):
+    """Seeds 0 and 1 of the `study` fixture's slice, as Ray tasks on a local instance of 2 CPUs."""
+    out = tmp_path_factory.mktemp("ray-studies")
+    result = svt("study", *SLICE, "--quiet", "--seeds", "2", "--jobs", "2", "--backend", "ray", "--out", out,
+                 "--name", "ray")
+    assert result.returncode == 0, result.stderr
+    return out / "ray", result
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +246,27 @@ def test_missing_ray_names_the_extra_to_install(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == ('svt study: error: Ray is not installed: --backend ray needs the optional extra, '
                                      'pip install -e ".[ray]"')
+
+
+def test_ray_runs_the_study_on_a_local_instance(ray_study):
+    folder, result = ray_study
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["backend"]["name"] == "ray" and summary["backend"]["jobs"] == 2
+    assert summary["seeds_used"] == [0, 1] and summary["missing"] == {}
+    assert "to run on ray on a local Ray instance: 2 tasks x 1 CPU(s)" in result.stdout
+    assert (folder / "study.html").exists() and (folder / "seeds" / "seed-1" / "steps.csv").exists()
+
+
+def test_ray_workers_are_other_processes_with_one_thread_each(ray_study):
+    for seed in range(2):
+        worker = json.loads((ray_study[0] / "seeds" / f"seed-{seed}" / "seed.json").read_text())["worker"]
+        assert worker["pid"] != os.getpid() and worker["openblas_threads"] == 1 and worker["torch_threads"] == 1
+
+
+def test_same_seed_same_figures_on_either_backend(ray_study, study):
+    by_ray, by_local = pd.read_csv(ray_study[0] / "seeds.csv"), pd.read_csv(study[0] / "seeds.csv")
+    columns = ["seed", "side", "test_accuracy", "test_loss", "parity_ok", "disagreements"]
+    pd.testing.assert_frame_equal(by_ray[columns], by_local[by_local["seed"] < 2][columns], check_exact=True)
+    for seed in range(2):
+        steps = [pd.read_csv(folder / "seeds" / f"seed-{seed}" / "steps.csv") for folder in (ray_study[0], study[0])]
+        pd.testing.assert_frame_equal(*steps, check_exact=True)
