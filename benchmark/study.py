@@ -191,7 +191,8 @@ def run_seeds(args: argparse.Namespace, backend, todo: list[dict], results: dict
             tqdm.write(study_folder.seed_line(results[job["seed"]]))
 
     def retried(job: dict, failure: str) -> None:
-        tqdm.write(f"svt study: seed {job['seed']}: worker died ({failure}); running it once more", file=sys.stderr)
+        tqdm.write(f"svt study: seed {job['seed']}: its worker failed ({failure}); running it once more",
+                   file=sys.stderr)
 
     try:
         return run_all(backend, todo, finished, retried)

@@ -60,9 +60,9 @@ def run_all(backend, jobs: list[dict], on_finished: Callable[[dict, dict], None]
             on_retry: Callable[[dict, str], None] | None = None) -> dict[int, str]:
     """Run every job on `backend`; `on_finished(job, outcome)` for each seed that completes.
 
-    Returns {seed: reason} for the seeds whose worker died twice. A UserError coming back from a
-    worker (no MNIST on its node) stops the study. The backend is stopped on the way out, whatever
-    the way (Ctrl-C included).
+    Returns {seed: reason} for the seeds that failed twice (the worker died, or the task raised).
+    A UserError coming back from a worker (no MNIST on its node) stops the study. The backend is
+    stopped on the way out, whatever the way (Ctrl-C included).
     """
     pending, attempts, missing = deque(jobs), Counter(), {}
     try:
@@ -82,7 +82,7 @@ def run_all(backend, jobs: list[dict], on_finished: Callable[[dict, dict], None]
                         on_retry(finished.job, finished.failure)
                     pending.appendleft(finished.job)
                 else:
-                    missing[seed] = f"worker died twice; last: {finished.failure}"
+                    missing[seed] = f"failed twice; last: {finished.failure}"
     finally:
         backend.stop()
     return missing

@@ -214,9 +214,9 @@ def test_a_dead_worker_is_retried_once_then_reported_missing(tmp_path, mnist):
         process.kill()
     assert len(killed) == 2
     assert process.returncode == 1, stderr.decode()
-    assert "seed 0: worker died (killed by SIGKILL); running it once more" in stderr.decode()
+    assert "seed 0: its worker failed (killed by SIGKILL); running it once more" in stderr.decode()
     summary = json.loads((tmp_path / "dead" / "summary.json").read_text())
-    assert summary["missing"] == {"0": "worker died twice; last: killed by SIGKILL"}
+    assert summary["missing"] == {"0": "failed twice; last: killed by SIGKILL"}
     assert summary["seeds_used"] == [1, 2] and summary["statistics"]["accuracy_difference"]["n"] == 2
     assert "Not every seed counts: 2 of 3 seeds" in (tmp_path / "dead" / "study.html").read_text()
 
