@@ -148,9 +148,16 @@ def parity_drift(parity: pd.DataFrame, drift: pd.DataFrame) -> Figure | None:
         return None
     figure, (parity_axis, drift_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
     if not parity.empty:
-        worst = parity.groupby("step")["rel_error"].max()
-        parity_axis.plot(worst.index, worst.to_numpy(), marker="o", markersize=3, color="tab:red")
-        _log_if_positive(parity_axis, worst)
+        # float32 checks are judged by each side's distance from a float64 reference: plot both (a
+        # correct scratch runs along torch's line); float64 has no such columns: scratch vs torch.
+        columns = [(column, label, colour) for column, label, colour in (
+            ("scratch_vs_f64", "scratch vs f64", "tab:red"), ("torch_vs_f64", "torch vs f64", "tab:blue"))
+            if column in parity and parity[column].notna().any()] or [("rel_error", "scratch vs torch", "tab:red")]
+        for column, label, colour in columns:
+            worst = parity.groupby("step")[column].max()
+            parity_axis.plot(worst.index, worst.to_numpy(), marker="o", markersize=3, color=colour, label=label)
+            _log_if_positive(parity_axis, worst)
+        parity_axis.legend(fontsize=7)
     parity_axis.set(xlabel="step", ylabel="max relative error", title="Gradient parity (worst tensor)")
     if not drift.empty:
         weights = drift[drift["parameter"].astype(str).str.endswith("weight")]

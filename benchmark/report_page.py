@@ -206,8 +206,9 @@ def sections(record: RunRecord, frames: dict, data: dict, pngs: dict) -> list[tu
         ("Gradients and parity", [
             figure(pngs, "grad_norms.png", "Gradient norm of each weight (log scale): a layer far below the "
                    "others has vanishing gradients, a climbing line exploding ones.", "No gradient norms recorded."),
-            figure(pngs, "parity_drift.png", "Left: worst relative error between the two sides' gradients at "
-                   "each check. Right: how far the weights have drifted apart.", "No parity checks recorded."),
+            figure(pngs, "parity_drift.png", "Left: at each check, the worst tensor's distance from the float64 "
+                   "reference for each side (float32; scratch vs torch in float64). Right: how far the "
+                   "weights have drifted apart.", "No parity checks recorded."),
             ("p", "Each parity check, from the same weights on both sides. In float32 what is judged is each "
                   "side's distance from a float64 reference computed from the same float32 weights, inputs "
                   "and masks: scratch passes when it is as close to it as torch is (every tensor is in "
