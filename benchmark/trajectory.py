@@ -152,9 +152,10 @@ def trajectory_parity(scratch_model, train_spec, batches: list[tuple[np.ndarray,
         prefix, start = f"step {step}/", scratch_state(model, optimizer)
         scratch = scratch_pass(model, x, y, train_spec.l1)
         seen, torch_after = synced.step(x, y, scratch.masks, step_schedulers, start)
-        exact_arguments = (x.astype(np.float64), y, as_float64(scratch.masks), step_schedulers, as_float64(start))
         exact_seen, exact_after, module64 = None, None, None
         if exact is not None:
+            exact_arguments = (x.astype(np.float64), y, as_float64(scratch.masks), step_schedulers,
+                               as_float64(start))
             module64 = exact.loaded(exact_arguments[-1])  # the float64 twin before the step, for explanations
             exact_seen, exact_after = exact.step(*exact_arguments[:-1])
         sides = Sides(scratch, seen, exact_seen, module64, synced.loss_fn)
