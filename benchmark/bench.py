@@ -263,7 +263,7 @@ def measure(plan: Plan, data_root: Path, folder: Path) -> tuple[dict, list[dict]
 def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
     final = output_folder(args.out)
-    from benchmark.bench_report import write_outputs, terminal_report
+    from benchmark.bench_report import terminal_report, write_outputs
     from benchmark.data import load_mnist
 
     mnist = load_mnist(args.data_dir)  # fetched and verified here, so a data problem is a one-line error

@@ -155,7 +155,8 @@ def section_lines(results: BenchResults, spec: Spec, dtype: str) -> tuple[str, l
     epoch = lookup(rows, spec.name, dtype, "epoch_time")
     if epoch:
         notes.append(f"epoch ({plan.epoch_images:,} MNIST images, batch {epoch['batch_size']}): scratch "
-                     f"{seconds_text(epoch['scratch'])}, torch {seconds_text(epoch['torch'])}, ratio {epoch['ratio']:.2f}")
+                     f"{seconds_text(epoch['scratch'])}, torch {seconds_text(epoch['torch'])}, "
+                     f"ratio {epoch['ratio']:.2f}")
     peak, train, growth = (lookup(rows, spec.name, dtype, metric) for metric in
                            ("peak_rss", "train_memory", "memory_growth"))
     if peak:
@@ -253,7 +254,8 @@ def markdown_report(results: BenchResults) -> str:
     for spec in results.plan.specs:
         for dtype in results.plan.dtypes:
             title, table, notes = section_lines(results, spec, dtype)
-            parts += [f"## {title}", "", markdown_table(table, STEP_COLUMNS, right=NUMBER_COLUMNS), ""] + [f"- {note}" for note in notes] + [""]
+            parts += [f"## {title}", "", markdown_table(table, STEP_COLUMNS, right=NUMBER_COLUMNS), ""]
+            parts += [f"- {note}" for note in notes] + [""]
     parts += ["## Targets", "", markdown_table(
         [{"target": row["target"], "measured": row["measured"], "holds": "yes" if row["holds"] else "**no**"}
          for row in targets(results)], ["target", "measured", "holds"]), ""]

@@ -93,6 +93,7 @@ class TorchSide:
 
     def __init__(self, spec: Spec, state: dict[str, np.ndarray] | None = None) -> None:
         import torch
+
         import torch_ref
 
         self.torch = torch

@@ -264,7 +264,8 @@ def check_overfit(model, train_spec: TrainSpec, x: np.ndarray, y: np.ndarray,
               "lr": (slower or train_spec).lr}
     measured, expected = f"{best:.0%} after {len(losses)} steps{lr_used}", f"100% within {max_steps} steps"
     if best == 1.0:
-        note = "" if slower is None else (f"at the spec's lr {train_spec.lr:g} the loss jumped (up to {max(first):.3g}, "
+        note = "" if slower is None else (f"at the spec's lr {train_spec.lr:g} the loss jumped "
+                                          f"(up to {max(first):.3g}, "
                                           f"from {first[0]:.3g}; {first[-1]:.3g} at the end): lower the lr if "
                                           "real training is unstable too")
         return CheckResult("overfit one batch", True, measured, expected,

@@ -26,7 +26,8 @@ from scratch_nn.spec import SpecError
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS = {
     "run": ("benchmark.run", "train scratch and torch side by side on MNIST and write a report"),
-    "study": ("benchmark.study", "many seeds of `svt run`: is the scratch - torch difference real? (paired statistics)"),
+    "study": ("benchmark.study",
+              "many seeds of `svt run`: is the scratch - torch difference real? (paired statistics)"),
     "parity": ("benchmark.parity", "compare forward/backward/optimiser steps of scratch and torch, layer by layer"),
     "sanity": ("benchmark.sanity", "run the training-sanity checks (init loss, grad check, overfit, ...)"),
     "bench": ("benchmark.bench", "time and measure memory of scratch vs torch training steps"),

@@ -72,7 +72,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 TOLERANCES = {"float32": 1e-4, "float64": 1e-10}
 FD_TOLERANCE = 1e-6
 FD_NOISE_MARGIN = 10  # the float64 rounding of f, amplified by 1/(2h), times this, is FD noise

@@ -105,7 +105,7 @@ def file_md5(path: str | Path) -> str:
     return _md5_of_file(os.path.abspath(path), status.st_ino, status.st_size, status.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _md5_of_file(path: str, inode: int, size: int, mtime_ns: int) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as file:

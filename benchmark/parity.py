@@ -222,6 +222,7 @@ def compare_layer(scratch_layer, torch_layer=None, input_shape: tuple[int, ...] 
     if torch_layer is None:
         return layer_numerical_parity(scratch_layer, x, rng)
     import torch
+
     from torch_ref import load_from_numpy
 
     load_from_numpy(torch_layer, {**scratch_layer.params, **scratch_layer.buffers})
@@ -235,7 +236,8 @@ def compare_layer(scratch_layer, torch_layer=None, input_shape: tuple[int, ...] 
     torch_output.backward(torch.from_numpy(grad_out))
     kind, torch_params = type(scratch_layer).__name__, dict(torch_layer.named_parameters())
     pairs = [("output", kind, "output", output, torch_output.detach().numpy())]
-    pairs += [(name, kind, name, value, getattr(torch_layer, name).numpy()) for name, value in scratch_layer.buffers.items()]
+    pairs += [(name, kind, name, value, getattr(torch_layer, name).numpy())
+              for name, value in scratch_layer.buffers.items()]
     pairs += [(f"{name}.grad", kind, "grad", value, torch_params[name].grad.numpy())
               for name, value in scratch_layer.grads.items()]
     pairs.append(("grad_input", kind, "grad", grad_input, inputs.grad.numpy()))
@@ -311,7 +313,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps must be 0 or more, got {args.steps}")
     check_size("--batch" if args.batch is not None else "the spec's batch_size", batch,
                TRAIN_IMAGES // max(args.steps, 1), f"the {TRAIN_IMAGES} MNIST training images" if args.steps < 2
-               else f"1/{args.steps} of the {TRAIN_IMAGES} MNIST training images (--steps {args.steps}: distinct batches)")
+               else f"1/{args.steps} of the {TRAIN_IMAGES} MNIST training images "
+                    f"(--steps {args.steps}: distinct batches)")
     if batch < 2 and any(layer.batch_norm for layer in spec.model.layers):
         raise UserError(f"--batch {batch}: batch norm needs at least 2 examples per batch in training")
     if args.dump:

@@ -87,8 +87,15 @@ def sanity_data(spec, mnist, rng: np.random.Generator) -> dict:
 
 def run_checks(spec, model, data: dict):
     """Yield the seven CheckResults in order (each check starts from a copy of the same `model`)."""
-    from benchmark.checks import (check_gradients, check_initial_loss, check_loss_decreases, check_overfit,
-                                  check_parity, check_uses_input, cycle_batches)
+    from benchmark.checks import (
+        check_gradients,
+        check_initial_loss,
+        check_loss_decreases,
+        check_overfit,
+        check_parity,
+        check_uses_input,
+        cycle_batches,
+    )
     from benchmark.health import check_gradient_health
 
     x, y = data["train"]

@@ -180,5 +180,6 @@ def loss_free_names(model, train_spec) -> set[str]:
     for (name, layer), (_, following) in zip(layers, layers[1:]):
         if isinstance(following, BatchNorm1d) and following.training and "bias" in layer.params:
             names.add(f"{name}.bias")
-            names |= {f"{name}.bias.{key}" for key in ("step", "exp_avg", "exp_avg_sq", "square_avg", "momentum_buffer")}
+            states = ("step", "exp_avg", "exp_avg_sq", "square_avg", "momentum_buffer")
+            names |= {f"{name}.bias.{key}" for key in states}
     return names

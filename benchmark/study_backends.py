@@ -29,9 +29,9 @@ import subprocess
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from benchmark.bench_env import THREAD_VARIABLES
 from benchmark.errors import UserError

@@ -55,6 +55,7 @@ def run_seed(job: dict) -> dict:
     """Train one seed on both sides; {"result", "files"}, or {"error"} for a problem the user must fix."""
     import torch
     import torch._dynamo  # noqa: F401  torch.optim imports it with the first optimiser (seconds): once per
+
     #                                   worker here, so that no seed's time includes it
     import benchmark.report  # noqa: F401  (matplotlib, pandas) likewise
 

@@ -174,7 +174,8 @@ def look_inside(record: RunRecord, step: int, side, scratch: ScratchSide, epoch:
             report = gradient_parity(scratch.model, x, y, l1=record.spec.train.l1)
         record.parity += [{"step": step, "tensor": row["name"], "shape": "x".join(map(str, row["shape"])),
                            "max_abs_diff": row["max_abs"], **{key: row[key] for key in (
-                               "rel_error", "scratch_vs_f64", "torch_vs_f64", "tolerance", "cosine", "ok", "explained")}}
+                               "rel_error", "scratch_vs_f64", "torch_vs_f64", "tolerance", "cosine", "ok",
+                               "explained")}}
                           for row in report.records()]
         epoch.weights[step] = scratch.weights()
     else:
@@ -290,5 +291,6 @@ def environment() -> dict:
     kernels = openblas_core()
     return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
             "blas": blas, "blas_kernels": f"{kernels or 'unknown'} (OPENBLAS_CORETYPE="
-                                          f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')})", "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                                          f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')})",
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "processor": platform.machine()}

@@ -6,8 +6,18 @@
 
 Optimisers live in `scratch_nn.optim`, learning-rate schedulers in `scratch_nn.schedulers`.
 """
-from scratch_nn.activations import (ELU, GELU, Activation, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh,
-                                    build_activation)
+from scratch_nn.activations import (
+                                    ELU,
+                                    GELU,
+                                    Activation,
+                                    Identity,
+                                    LeakyReLU,
+                                    ReLU,
+                                    Sigmoid,
+                                    Softplus,
+                                    Tanh,
+                                    build_activation,
+)
 from scratch_nn.gradcheck import check_layer_gradients, check_model_gradients, numerical_gradient, relative_error
 from scratch_nn.init import calculate_gain, init_linear
 from scratch_nn.io import load_npz, save_npz

@@ -15,7 +15,8 @@ cancel in a sum, such as a wrong softmax Jacobian).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

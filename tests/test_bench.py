@@ -271,7 +271,7 @@ def test_sgd_on_flat_parameters_equals_sgd_per_tensor(settings, gradients_as):
     assert per_tensor._flat is None
     rng = np.random.default_rng(1)
     for _ in range(3):
-        for name, grad in model.named_gradients():
+        for _name, grad in model.named_gradients():
             grad[...] = rng.standard_normal(grad.shape)
         live = dict(model.named_gradients())
         flat.step(live if gradients_as == "live views" else {name: g.copy() for name, g in live.items()})

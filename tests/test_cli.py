@@ -126,7 +126,8 @@ def test_no_subcommand_takes_abbreviations(command):
     (["run", "--batch-size", "100000"],
      "--batch-size 100000 is larger than the 60000 training images it draws from; the largest allowed is 60000"),
     (["run", "--train-limit", "500", "--batch-size", "501"],
-     "--batch-size 501 is larger than the 500 training images it draws from (--train-limit); the largest allowed is 500"),
+     "--batch-size 501 is larger than the 500 training images it draws from (--train-limit); "
+     "the largest allowed is 500"),
     (["run", "--train-limit", "60001"], "--train-limit 60001 is larger than the 60000 MNIST training images; "
                                         "the largest allowed is 60000"),
     (["run", "--test-limit", "10001"], "--test-limit 10001 is larger than the 10000 MNIST test images; "

@@ -31,6 +31,7 @@ import pytest
 import torch
 from torch import nn
 
+import torch_ref
 from benchmark import scratch_side
 from benchmark.cli import main
 from benchmark.compare import TOLERANCES, compare, compare_all, exact_bound
@@ -43,7 +44,6 @@ from scratch_nn.layers import BatchNorm1d, Dropout, Linear
 from scratch_nn.losses import CrossEntropyLoss
 from scratch_nn.model import MLP
 from scratch_nn.spec import ACTIVATIONS, INITS, OPTIMIZERS, LayerSpec, ModelSpec, TrainSpec, validate_model
-import torch_ref
 
 INPUTS, CLASSES = 20, 10
 OPTIONS = [(False, 0.0), (True, 0.0), (False, 0.25), (True, 0.25)]  # (batch_norm, dropout) of layer 1
@@ -348,7 +348,8 @@ def optimizer_from_spec(optimizer_class):
 
 
 def wrong_optimizer(optimizer_class):
-    return lambda model, monkeypatch: monkeypatch.setattr(optim, "build_optimizer", optimizer_from_spec(optimizer_class))
+    return lambda model, monkeypatch: monkeypatch.setattr(optim, "build_optimizer",
+                                                          optimizer_from_spec(optimizer_class))
 
 
 def wrong_batch_norm(model, monkeypatch):
@@ -472,7 +473,8 @@ def swap_class(index, planted):
 
 # bug -> (model options, how the scratch side has it, the first tensor that breaks)
 PLANTED = {
-    "activation-derivative-x(1+1e-3)": (dict(activation="relu"), lambda m: m.layers.__setitem__(3, ScaledTanh(1 + 1e-3)),
+    "activation-derivative-x(1+1e-3)": (dict(activation="relu"),
+                                        lambda m: m.layers.__setitem__(3, ScaledTanh(1 + 1e-3)),
                                         "layers.3.grad_input"),
     "bias-grad-not-divided-by-batch": (dict(), swap_class(4, BiasGradientNotAveraged), "layers.4.bias.grad"),
     "dropout-mask-not-in-backward": (dict(dropout=0.25), swap_class(2, DropoutMaskForgottenInBackward),
@@ -571,7 +573,8 @@ def test_noise_around_zero_is_judged_against_its_kind():
     pairs = [("w", "Linear", "grad", weight_grad, weight_grad), ("b", "Linear", "grad", noise_a, noise_b)]
     assert all(row.ok for row in compare_all(pairs, 1e-4, "float32"))  # 1e-12 is below 10 float32 ulps of 3
     assert not compare_all(pairs, 1e-10, "float64")[1].ok  # but far above 10 float64 ulps
-    real = [("w", "Linear", "grad", weight_grad, weight_grad), ("b", "Linear", "grad", 1e-3 + noise_a, 1.01e-3 + noise_b)]
+    real = [("w", "Linear", "grad", weight_grad, weight_grad),
+            ("b", "Linear", "grad", 1e-3 + noise_a, 1.01e-3 + noise_b)]
     assert not compare_all(real, 1e-4, "float32")[1].ok  # a 1% error in a tensor at 1e-3 of the scale is caught
 
 

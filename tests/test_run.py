@@ -14,7 +14,8 @@ import pytest
 
 from benchmark.record import COLUMNS
 
-SLICE = ["--train-limit", "600", "--test-limit", "300", "--epochs", "1", "--batch-size", "64", "--check-every", "2", "--quiet"]
+SLICE = ["--train-limit", "600", "--test-limit", "300", "--epochs", "1", "--batch-size", "64",
+         "--check-every", "2", "--quiet"]
 
 
 def svt_run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -223,7 +223,8 @@ def test_default_spec_passes_and_writes_json(tmp_path, mnist):
     result = svt_sanity("--json", str(tmp_path / "sanity.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("PASS") == 8 and "verdict: PASS" in result.stdout  # 7 checks + the verdict
-    assert result.stdout.startswith("sanity: spec mnist-mlp (--layers 256:relu,128:relu,10; float32,")  # --layers reads it
+    # --layers reads the notation printed here
+    assert result.stdout.startswith("sanity: spec mnist-mlp (--layers 256:relu,128:relu,10; float32,")
     document = json.loads((tmp_path / "sanity.json").read_text())
     assert document["passed"] is True and [check["name"] for check in document["checks"]] == [
         "initial loss", "gradient check", "parity with torch", "overfit one batch", "uses its input",
@@ -242,7 +243,8 @@ def test_huge_learning_rate_fails_cleanly(mnist):
 @pytest.mark.parametrize("args, message", [
     (["--lr", "-1"], "lr must be a finite number in (0, inf), got -1.0"),
     (["--spec", "no-such-spec"], "unknown built-in spec 'no-such-spec'"),
-    (["--json", "/no/such/folder/out.json"], "--json '/no/such/folder/out.json': the folder '/no/such/folder' does not exist"),
+    (["--json", "/no/such/folder/out.json"],
+     "--json '/no/such/folder/out.json': the folder '/no/such/folder' does not exist"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message):
     result = svt_sanity(*args)

@@ -6,9 +6,23 @@ import math
 import pytest
 
 from scratch_nn.notation import parse_layers
-from scratch_nn.spec import (ACTIVATIONS, DEFAULT_SPEC, INITS, LOSSES, OPTIMIZERS, LayerSpec, ModelSpec, Spec,
-                             SpecError, TrainSpec, builtin_spec_names, load_builtin_spec, load_spec,
-                             validate, with_overrides)
+from scratch_nn.spec import (
+    ACTIVATIONS,
+    DEFAULT_SPEC,
+    INITS,
+    LOSSES,
+    OPTIMIZERS,
+    LayerSpec,
+    ModelSpec,
+    Spec,
+    SpecError,
+    TrainSpec,
+    builtin_spec_names,
+    load_builtin_spec,
+    load_spec,
+    validate,
+    with_overrides,
+)
 
 MINIMAL_TOML = """
 name = "tiny"

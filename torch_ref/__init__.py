@@ -7,14 +7,32 @@
 
 Imports torch and `scratch_nn.spec` only, never `benchmark`.
 """
-from torch_ref.model import (TORCH_DTYPES, MaskedDropout, TorchMLP, activation_module, build_model,
-                             load_from_numpy, load_npz, named_layers, set_dropout_masks)
+from torch_ref.model import (
+                             TORCH_DTYPES,
+                             MaskedDropout,
+                             TorchMLP,
+                             activation_module,
+                             build_model,
+                             load_from_numpy,
+                             load_npz,
+                             named_layers,
+                             set_dropout_masks,
+)
 from torch_ref.probe import Recorded, each_layer_alone, forward_backward
-from torch_ref.training import (OneHotMSELoss, build_loss, build_optimizer, build_scheduler, l1_penalty,
-                                load_training_state, optimizer_state, training_state)
+from torch_ref.training import (
+                             OneHotMSELoss,
+                             build_loss,
+                             build_optimizer,
+                             build_scheduler,
+                             l1_penalty,
+                             load_training_state,
+                             optimizer_state,
+                             training_state,
+)
 
 __all__ = [
     "TORCH_DTYPES", "MaskedDropout", "TorchMLP", "activation_module", "build_model", "load_from_numpy", "load_npz",
     "named_layers", "set_dropout_masks", "OneHotMSELoss", "build_loss", "build_optimizer", "build_scheduler",
-    "l1_penalty", "load_training_state", "optimizer_state", "training_state", "Recorded", "each_layer_alone", "forward_backward",
+    "l1_penalty", "load_training_state", "optimizer_state", "training_state", "Recorded", "each_layer_alone",
+    "forward_backward",
 ]

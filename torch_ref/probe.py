@@ -63,7 +63,8 @@ def forward_backward(module: nn.Module, loss_fn: nn.Module, x: np.ndarray, y: np
             return (inputs[0] + torch.from_numpy(delta), *inputs[1:])
         return pre_hook
 
-    handles = [layers[name].register_forward_pre_hook(nudger(np.array(delta))) for name, delta in (nudges or {}).items()]
+    handles = [layers[name].register_forward_pre_hook(nudger(np.array(delta)))
+               for name, delta in (nudges or {}).items()]
     handles += [layer.register_forward_hook(recorder(name)) for name, layer in layers.items()]
     try:
         logits = module(torch.from_numpy(x.copy()).requires_grad_())
