@@ -93,6 +93,30 @@ def test_softmax_and_log_softmax_match_torch_and_survive_large_logits(rng):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-15)
 
 
+@pytest.mark.parametrize("margin", [10.0, 16.0, 22.0])  # mean losses of about 5e-3, 1e-5 and 3e-8
+def test_float32_loss_of_confident_predictions_stays_within_a_few_ulps(margin, rng):
+    # A confident row's log-sum-exp is max + log(1 + tiny); log of the rounded (1 + tiny) would lose
+    # most of `tiny`, the whole loss (relative errors of 1e-5 to 1 at these margins). log1p keeps it.
+    n = 128
+    logits = rng.standard_normal((n, C)) * 2
+    targets = rng.integers(0, C, n)
+    logits[np.arange(n), targets] += margin
+    logits32 = (logits + 7.0).astype(np.float32)
+    exact = torch.nn.functional.cross_entropy(torch.tensor(logits32, dtype=torch.float64),
+                                              torch.tensor(targets)).item()
+    loss = CrossEntropyLoss().forward(logits32, targets)
+    assert loss.dtype == np.float32
+    assert abs(float(loss) - exact) <= 8 * np.finfo(np.float32).eps * exact
+    exact_log_probs = torch.log_softmax(torch.tensor(logits32, dtype=torch.float64), dim=1).numpy()
+    np.testing.assert_allclose(log_softmax(logits32), exact_log_probs, rtol=4 * np.finfo(np.float32).eps, atol=1e-6)
+
+
+def test_log_softmax_handles_tied_maxima():
+    logits = np.array([[3.0, 3.0, 1.0], [0.0, 0.0, 0.0]])
+    expected = torch.log_softmax(torch.tensor(logits), dim=1).numpy()
+    np.testing.assert_allclose(log_softmax(logits), expected, rtol=1e-15)
+
+
 @pytest.mark.parametrize("targets, message", [
     (np.array([0, 1, -1]), r"class indices in \[0, 9\], got values from -1 to 1"),
     (np.array([0, 1, 10]), r"class indices in \[0, 9\], got values from 0 to 10"),
