@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from benchmark.bench.sides import inference_flops, linear_shapes, training_flops
+from benchmark.bench.timing import inference_flops, linear_shapes, training_flops
 from benchmark.commands.cli import main
 from scratch_nn.spec import LayerSpec, ModelSpec
 
@@ -111,7 +111,7 @@ def test_quick_run_writes_the_documented_csv(quick_run):
 
 def test_quick_run_states_the_update_path_the_optimizer_took(quick_run):
     """Every row names the code that ran scratch's update: the path this spec's optimiser takes here."""
-    from benchmark.bench.sides import ScratchSide
+    from benchmark.sides.scratch import ScratchSide
     from scratch_nn.spec import load_spec
 
     _, _, out = quick_run

@@ -33,7 +33,8 @@ from torch import nn
 
 import torch_ref
 from benchmark.commands.cli import main
-from benchmark.parity import scratch_pass
+from benchmark.parity import referee
+from benchmark.sides import scratch as scratch_side
 from benchmark.parity.compare import TOLERANCES, compare, compare_all, exact_bound
 from benchmark.parity.engine import compare_layer, gradient_parity
 from benchmark.parity.report import ParityReport
@@ -348,7 +349,7 @@ def optimizer_from_spec(optimizer_class):
 
 
 def wrong_optimizer(optimizer_class):
-    return lambda model, monkeypatch: monkeypatch.setattr(optim, "build_optimizer",
+    return lambda model, monkeypatch: monkeypatch.setattr(scratch_side, "build_optimizer",
                                                           optimizer_from_spec(optimizer_class))
 
 
@@ -357,7 +358,7 @@ def wrong_batch_norm(model, monkeypatch):
 
 
 def wrong_loss(model, monkeypatch):
-    monkeypatch.setattr(scratch_pass, "build_loss", lambda spec: MeanOverFullBatch())
+    monkeypatch.setattr(scratch_side, "build_loss", lambda spec: MeanOverFullBatch())
 
 
 # trap -> (training options that make it matter, how a scratch side falls into it, the first break)
@@ -647,5 +648,5 @@ def test_finite_differences_hold_the_masks_they_drew(seed):
     """Without masks given, the referee draws one set and keeps it for every loss evaluation."""
     model = make_model(dropout=0.5)
     x, y = make_batches([16], "float64", seed)[0]
-    report = scratch_pass.numerical_parity(model, x, y)
+    report = referee.numerical_parity(model, x, y)
     assert report.ok, report.table()

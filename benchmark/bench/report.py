@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.bench.sides import linear_shapes, training_flops
+from benchmark.bench.timing import linear_shapes, training_flops
 from benchmark.commands.describe import format_table
 from scratch_nn.spec import DEFAULT_SPEC, Spec, settings_in_use
 

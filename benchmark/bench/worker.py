@@ -35,10 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.bench.sides import ScratchSide, TorchSide, time_inference, time_steps, train_epoch
+from benchmark.bench.timing import time_inference, time_steps, train_epoch
 from benchmark.core.clocks import settle  # waits out the other library's spinning threads
 from benchmark.core.environment import cpu_ticks, environment, others_share
 from benchmark.data.mnist import as_inputs, as_labels, load_mnist
+from benchmark.sides.scratch import ScratchSide
+from benchmark.sides.torch import TorchSide
 from scratch_nn.spec import spec_from_dict, with_overrides
 
 WARMUP_STEPS = 5
@@ -124,7 +126,7 @@ def measure_config(spec, batches: list, repeats: int, min_block_seconds: float, 
     Both counts are calibrated after a warm-up, the same for both sides.
     """
     scratch = ScratchSide(spec)
-    sides = [scratch, TorchSide(spec, scratch.model.state_dict())]
+    sides = [scratch, TorchSide(spec, scratch.model.state_dict(), scheduled=False)]
     own = {side.name: [side.batch(x, y) for x, y in batches] for side in sides}
     per_step, per_call = 0.0, 0.0
     for side in sides:
@@ -166,7 +168,7 @@ def measure_epoch(spec, x: np.ndarray, y: np.ndarray, images: int) -> dict:
     hits both; each side's epoch time is the sum of its segments.
     """
     scratch = ScratchSide(spec)
-    sides = [scratch, TorchSide(spec, scratch.model.state_dict())]
+    sides = [scratch, TorchSide(spec, scratch.model.state_dict(), scheduled=False)]
     batch_size = spec.train.batch_size
     order = np.random.default_rng(spec.train.seed).permutation(images)
     for side in sides:  # warm-up: first-call costs (thread pools, allocator caches) are not the epoch
@@ -190,7 +192,7 @@ def timing_job(config: dict) -> dict:
     result = {"environment": env, "steps": [], "epochs": []}
     import torch
 
-    result["environment"]["torch_optimizer"] = TorchSide(specs[0]).optimizer_implementation()
+    result["environment"]["torch_optimizer"] = TorchSide(specs[0], scheduled=False).optimizer_implementation()
     for dtype in config["dtypes"]:
         x = as_inputs(mnist.train_images, dtype)
         y = as_labels(mnist.train_labels)
@@ -248,7 +250,7 @@ def memory_job(config: dict) -> dict:
     gc.collect()
     peak_reset = reset_peak()  # loading the data has its own transient peak, which is not training's
     baseline = memory_status()
-    side = ScratchSide(spec) if config["side"] == "scratch" else TorchSide(spec)
+    side = ScratchSide(spec) if config["side"] == "scratch" else TorchSide(spec, scheduled=False)
     rng = np.random.default_rng(spec.train.seed)
     epochs = []
     for _ in range(config["epochs"]):

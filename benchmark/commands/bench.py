@@ -11,7 +11,7 @@ and without --dtype both float32 and float64. What is measured, and how (benchma
   same real MNIST batches, repeats interleaved (median of `--repeats` blocks after a warm-up);
 - per row (spec, dtype, batch size), the machine's ceiling in the same seconds: the better of
   NumPy's and torch's GFLOP/s on a large square matmul, one product after each block of that
-  library's side; each side's GFLOP/s per step (FLOPs counted as in benchmark.bench.sides) as a
+  library's side; each side's GFLOP/s per step (FLOPs counted as in benchmark.bench.timing) as a
   fraction of it;
 - per spec and dtype, the seconds of one epoch on real MNIST at the spec's batch size;
 - per spec, dtype and side, in a fresh process each, the peak resident memory of a short training

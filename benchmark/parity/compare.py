@@ -23,7 +23,7 @@ that allowance / tolerance); anything larger is judged relative to the tensor's 
     of one backward pass, all layer outputs, all `exp_avg`s, ...). In float64 that is 2e-15 of
     the largest gradient, so vanishing gradients are still judged sharply; in float32 1e-6 of it.
   - for a parameter gradient, a sum over the batch, also SUM_MARGIN (100) ulps of the sum of its
-    absolute terms (benchmark.parity.scratch_pass.batch_sum_scale): rounding error follows the terms,
+    absolute terms (benchmark.parity.referee.batch_sum_scale): rounding error follows the terms,
     not the result, and where they cancel (the bias before BatchNorm1d: measured up to 3 ulps
     of the terms, at batch 1024) it is all that is left. Where they do not cancel this floor is
     100 ulps of the result itself, far below the tolerances: it changes nothing there.
@@ -36,7 +36,7 @@ different on the two sides. A wrong update rule moves parameters by a fraction o
 above 1e-10 of the parameters' scale, so it is still caught. The one parameter such noise moves
 by whole steps, the bias before BatchNorm1d (with its optimiser states and that BatchNorm's
 running_mean), is shown with tolerance inf, "n/a", under Adam, AdamW and RMSprop
-(benchmark.parity.scratch_pass.loss_free_names).
+(benchmark.parity.referee.loss_free_names).
 
 float64 is judged strictly: scratch against torch, relative error <= 1e-10 (TOLERANCES) for every
 tensor (measured worst: 5e-13 over the test suite, the bias before BatchNorm1d; 5e-16 on MNIST).

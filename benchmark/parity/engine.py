@@ -25,14 +25,16 @@ functions that use it, so that `svt --help` does not load it (benchmark/commands
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from benchmark.parity import kinks
 from benchmark.parity.compare import SUM_MARGIN, TOLERANCES, compare_all, compare_with_exact
+from benchmark.parity.referee import batch_sum_scale, layer_numerical_parity, numerical_parity
 from benchmark.parity.report import ParityReport
-from benchmark.parity.scratch_pass import batch_sum_scale, layer_numerical_parity, numerical_parity, scratch_pass
+from benchmark.sides.scratch import scratch_pass
+from benchmark.sides.torch import twin
 
 
 def sum_allowances(scratch, kinds: dict[str, str], x: np.ndarray, dtype: str) -> dict[str, float]:
@@ -47,7 +49,7 @@ def sum_allowances(scratch, kinds: dict[str, str], x: np.ndarray, dtype: str) ->
 def pass_pairs(first, second, kinds: dict[str, str], allowances: dict[str, float]) -> list[tuple]:
     """(name, layer kind, kind of tensor, first, second[, atol]) in the order things are computed:
     forward layer by layer (with batch-norm buffers), the loss, then backward from the last layer to
-    the first. `first` and `second` are passes of any two sides (scratch_side.Pass, torch_ref.Recorded)."""
+    the first. `first` and `second` are passes of any two sides (benchmark.sides.scratch.Pass, torch_ref.Recorded)."""
     pairs = []
     for layer, kind in kinds.items():
         pairs.append((f"{layer}.output", kind, "output", first.outputs[layer], second.outputs[layer]))
@@ -60,18 +62,6 @@ def pass_pairs(first, second, kinds: dict[str, str], allowances: dict[str, float
                   for name, value in first.grads.items() if name.rpartition(".")[0] == layer]
         pairs.append((f"{layer}.grad_input", kind, "grad", first.grad_inputs[layer], second.grad_inputs[layer]))
     return pairs
-
-
-def twin(scratch_model, dtype: str | None = None):
-    """A `torch_ref` model with the scratch model's spec, weights, buffers and train/eval mode,
-    in the model's dtype or in `dtype` (floating-point state cast to it)."""
-    from torch_ref import build_model, load_from_numpy
-
-    dtype = dtype or scratch_model.spec.dtype
-    module = build_model(replace(scratch_model.spec, dtype=dtype))
-    load_from_numpy(module, {key: value.astype(dtype) if value.dtype.kind == "f" else value
-                             for key, value in scratch_model.state_dict().items()})
-    return module.train(scratch_model.training)
 
 
 def layer_kinds(model) -> dict[str, str]:
@@ -104,7 +94,7 @@ def gradient_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float = 
     reference = forward_backward(module, loss_fn, x, y, l1, scratch.masks)
     exact = None if module64 is None else forward_backward(copy.deepcopy(module64), loss_fn, x.astype(np.float64),
                                                            y, l1, as_float64(scratch.masks))
-    rows = judge_pass(Sides(scratch, reference, exact, module64, loss_fn), layer_kinds(model), x, y, l1, tolerance)
+    rows = judge_pass(Passes(scratch, reference, exact, module64, loss_fn), layer_kinds(model), x, y, l1, tolerance)
     report = ParityReport(rows, model.spec.dtype)
     if numerical:
         report = report + numerical_parity(scratch_model, x, y, l1=l1, masks=scratch.masks)
@@ -112,32 +102,32 @@ def gradient_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float = 
 
 
 @dataclass
-class Sides:
+class Passes:
     """One batch as each side computed it: scratch's pass, torch's, and (float32) torch's in float64
     from the same float32 weights, inputs and masks, with the float64 twin as it was before that
     pass (`module64`: recomputed with nudges, or layer by layer, when a row needs explaining)."""
 
-    scratch: object  # benchmark.parity.scratch_pass.Pass
+    scratch: object  # benchmark.sides.scratch.Pass
     torch: object  # torch_ref.Recorded
     exact: object | None  # torch_ref.Recorded in float64, None in float64
     module64: object | None
     loss_fn: object
 
 
-def judge_pass(sides: Sides, kinds: dict[str, str], x: np.ndarray, y: np.ndarray, l1: float,
+def judge_pass(passes: Passes, kinds: dict[str, str], x: np.ndarray, y: np.ndarray, l1: float,
                tolerance: float | None = None) -> list:
     """The rows of one pass (`pass_pairs`): float64 against torch at `tolerance` (1e-10); float32
     against the float64 reference, kink crossings and inherited rounding explained."""
     from torch_ref import each_layer_alone, forward_backward
 
-    scratch, reference, dtype = sides.scratch, sides.torch, str(x.dtype)
+    scratch, reference, dtype = passes.scratch, passes.torch, str(x.dtype)
     allowances = sum_allowances(scratch, kinds, x, dtype)
-    if sides.exact is None:
+    if passes.exact is None:
         return compare_all(pass_pairs(scratch, reference, kinds, allowances),
                            TOLERANCES[dtype] if tolerance is None else tolerance, dtype)
     x64, masks64 = x.astype(np.float64), as_float64(scratch.masks)
 
-    def judge(scratch_reference, torch_reference=sides.exact):
+    def judge(scratch_reference, torch_reference=passes.exact):
         return compare_with_exact(pass_pairs(scratch, reference, kinds, allowances),
                                   pass_pairs(scratch, scratch_reference, kinds, allowances),
                                   pass_pairs(reference, torch_reference, kinds, allowances))
@@ -145,15 +135,15 @@ def judge_pass(sides: Sides, kinds: dict[str, str], x: np.ndarray, y: np.ndarray
     def alone(side):  # each of this side's operations from its own inputs, in float64
         last = list(kinds)[-1]
         grad_outs = {**dict(zip(kinds, [side.grad_inputs[name] for name in list(kinds)[1:]])), last: side.grad_logits}
-        return each_layer_alone(sides.module64, sides.loss_fn, as_float64(kinks.layer_inputs(kinds, x, side.outputs)),
+        return each_layer_alone(passes.module64, passes.loss_fn, as_float64(kinks.layer_inputs(kinds, x, side.outputs)),
                                 as_float64(grad_outs), side.outputs[last].astype(np.float64), y, l1, masks64)
 
     def nudged(nudges):
-        return forward_backward(copy.deepcopy(sides.module64), sides.loss_fn, x64, y, l1, masks64, nudges)
+        return forward_backward(copy.deepcopy(passes.module64), passes.loss_fn, x64, y, l1, masks64, nudges)
 
-    rows = judge(sides.exact)
+    rows = judge(passes.exact)
     inputs = [kinks.layer_inputs(kinds, x_side, side.outputs)
-              for x_side, side in ((x, scratch), (x64, sides.exact), (x, reference))]
+              for x_side, side in ((x, scratch), (x64, passes.exact), (x, reference))]
     explain_kinks(rows, lambda: kinks.crossings(kinds, *inputs), lambda nudges: judge(nudged(nudges)))
     explain_locally(rows, lambda: judge(alone(scratch), alone(reference)))
     return rows

@@ -23,21 +23,12 @@ import numpy as np
 
 from benchmark.parity import kinks
 from benchmark.parity.compare import TOLERANCES, compare_all, compare_with_exact
-from benchmark.parity.engine import Sides, as_float64, explain_kinks, explain_locally, judge_pass, layer_kinds, twin
+from benchmark.parity.engine import Passes, as_float64, explain_kinks, explain_locally, judge_pass, layer_kinds
+from benchmark.parity.referee import loss_free_names
 from benchmark.parity.report import ParityReport
-from benchmark.parity.scratch_pass import loss_free_names, scratch_pass
-
-
-def scratch_state(model, optimizer) -> dict[str, np.ndarray]:
-    """Parameters, optimiser states ("layers.0.weight.exp_avg"), buffers and "lr" of the scratch side."""
-    state = {}
-    for name, value in model.named_parameters():
-        state[name] = value.copy()
-        state.update({f"{name}.{key}": np.array(entry) for key, entry in optimizer.state.get(name, {}).items()
-                      if entry is not None})
-    state.update({name: value.copy() for name, value in model.named_buffers()})
-    state["lr"] = np.array(optimizer.lr)
-    return state
+from benchmark.sides.scratch import ScratchSide
+from benchmark.sides.torch import TorchSide
+from scratch_nn.spec import Spec
 
 
 def state_pairs(prefix: str, kinds: dict[str, str], a: dict, b: dict) -> list[tuple]:
@@ -55,61 +46,54 @@ def state_pairs(prefix: str, kinds: dict[str, str], a: dict, b: dict) -> list[tu
 
 
 class TorchStepper:
-    """A torch twin of a scratch model with its optimiser and scheduler, in `dtype`, stepped on
-    NumPy batches; `step(..., start=state)` first loads a scratch state (synchronized step)."""
+    """A torch side (`TorchSide`) twin of a scratch model, in `dtype`, stepped on NumPy batches;
+    `step(..., start=state)` first loads a scratch state (synchronized step)."""
 
     def __init__(self, model, train_spec, dtype: str) -> None:
-        import torch_ref
-
-        self.module = twin(model, dtype)
-        self.optimizer = torch_ref.build_optimizer(train_spec, self.module)
-        self.scheduler = torch_ref.build_scheduler(train_spec, self.optimizer)
-        self.loss_fn, self.dtype, self.l1 = torch_ref.build_loss(model.spec), dtype, train_spec.l1
+        spec = Spec(name="model", model=model.spec, train=train_spec)
+        self.side = TorchSide(spec, model.state_dict(), dtype=dtype, training=model.training)
+        self.loss_fn, self.dtype = self.side.loss_fn, dtype
 
     def step(self, x: np.ndarray, y: np.ndarray, masks: dict, step_scheduler: bool,
              start: dict | None = None, nudges: dict | None = None):
         """One training step; returns what the pass recorded and {"loss" before it, **state after it}."""
-        import torch_ref
-
+        side = self.side
         if start is not None:
-            torch_ref.load_training_state(self.module, self.optimizer, start)
-        self.schedule = None if self.scheduler is None else copy.deepcopy(self.scheduler.state_dict())
+            side.load_state(start)
+        self.schedule = None if side.scheduler is None else copy.deepcopy(side.scheduler.state_dict())
         x, masks = x.astype(self.dtype), {name: mask.astype(self.dtype) for name, mask in masks.items()}
-        seen = torch_ref.forward_backward(self.module, self.loss_fn, x, y, self.l1, masks, nudges)
-        self.optimizer.step()
-        if step_scheduler and self.scheduler is not None:
-            self.scheduler.step()
-        return seen, {"loss": seen.loss, **torch_ref.training_state(self.module, self.optimizer)}
+        seen = side.probe(x, y, masks, nudges)
+        side.update()
+        if step_scheduler:
+            side.end_epoch()
+        return seen, {"loss": seen.loss, **side.state()}
 
     def loaded(self, start: dict):
         """Load `start` (a scratch state) and return a copy of the module as it then is."""
-        import torch_ref
-
-        torch_ref.load_training_state(self.module, self.optimizer, start)
-        return copy.deepcopy(self.module)
+        self.side.load_state(start)
+        return copy.deepcopy(self.side.module)
 
     def update(self, start: dict, grads: dict[str, np.ndarray], step_scheduler: bool) -> dict[str, np.ndarray]:
         """The last step's update alone: from `start`, the optimiser (and scheduler) step on the given
         gradients instead of computed ones. Returns the state after it, as `step` does (no loss)."""
         import torch
 
-        import torch_ref
-
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(self.schedule)
-        torch_ref.load_training_state(self.module, self.optimizer, start)
-        for name, param in self.module.named_parameters():
+        side = self.side
+        if side.scheduler is not None:
+            side.scheduler.load_state_dict(self.schedule)
+        side.load_state(start)
+        for name, param in side.module.named_parameters():
             param.grad = torch.from_numpy(np.array(grads[name])).to(param.dtype)
-        self.optimizer.step()
-        if step_scheduler and self.scheduler is not None:
-            self.scheduler.step()
-        return torch_ref.training_state(self.module, self.optimizer)
+        side.update()
+        if step_scheduler:
+            side.end_epoch()
+        return side.state()
 
     def retry(self, *step_arguments, **step_keywords):
         """The last step again, from its start (`start` must be given again): the scheduler is
         set back to where that step found it."""
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(self.schedule)
+        if self.side.scheduler is not None:
+            self.side.scheduler.load_state_dict(self.schedule)
         return self.step(*step_arguments, **step_keywords)
 
 
@@ -132,12 +116,9 @@ def trajectory_parity(scratch_model, train_spec, batches: list[tuple[np.ndarray,
     training they step once per epoch), so that a few steps cover a schedule. Rows of
     `loss_free_names` are shown with tolerance inf ("n/a"). `tolerance`: float64 only (default 1e-10).
     """
-    from scratch_nn import optim, schedulers
-
     model = copy.deepcopy(scratch_model)
     dtype, kinds = model.spec.dtype, layer_kinds(model)
-    optimizer = optim.build_optimizer(train_spec, dict(model.named_parameters()))
-    scheduler = schedulers.build_scheduler(train_spec, optimizer)
+    side = ScratchSide.around(model, train_spec)
     synced, free = TorchStepper(model, train_spec, dtype), TorchStepper(model, train_spec, dtype)
     exact = TorchStepper(model, train_spec, "float64") if dtype == "float32" else None
     tolerance = TOLERANCES["float64"] if tolerance is None else tolerance
@@ -149,8 +130,8 @@ def trajectory_parity(scratch_model, train_spec, batches: list[tuple[np.ndarray,
 
     report = ParityReport([], dtype)
     for step, (x, y) in enumerate(batches, start=1):
-        prefix, start = f"step {step}/", scratch_state(model, optimizer)
-        scratch = scratch_pass(model, x, y, train_spec.l1)
+        prefix, start = f"step {step}/", side.state()
+        scratch = side.probe(x, y)
         seen, torch_after = synced.step(x, y, scratch.masks, step_schedulers, start)
         exact_seen, exact_after, module64 = None, None, None
         if exact is not None:
@@ -158,14 +139,14 @@ def trajectory_parity(scratch_model, train_spec, batches: list[tuple[np.ndarray,
                                as_float64(start))
             module64 = exact.loaded(exact_arguments[-1])  # the float64 twin before the step, for explanations
             exact_seen, exact_after = exact.step(*exact_arguments[:-1])
-        sides = Sides(scratch, seen, exact_seen, module64, synced.loss_fn)
-        for row in judge_pass(sides, kinds, x, y, train_spec.l1, tolerance):
+        passes = Passes(scratch, seen, exact_seen, module64, synced.loss_fn)
+        for row in judge_pass(passes, kinds, x, y, train_spec.l1, tolerance):
             row.name = prefix + row.name
             report.rows.append(row)
-        optimizer.step(scratch.grads)
-        if step_schedulers and scheduler is not None:
-            scheduler.step()
-        after = updated(scratch_state(model, optimizer))
+        side.update()  # the gradients the pass left in the model: scratch.grads
+        if step_schedulers:
+            side.end_epoch()
+        after = updated(side.state())
         if exact is None:
             rows = compare_all(state_pairs(prefix, kinds, after, updated(torch_after)), tolerance, dtype,
                                kind_floor=1.0)

@@ -40,7 +40,9 @@ import numpy as np
 from benchmark.core.clocks import settle
 from benchmark.core.memory import peak_rss_mb
 from benchmark.report.record import RunRecord
-from benchmark.run.lockstep import ScratchSide, TorchSide, drift_rows
+from benchmark.sides.probe import drift_rows
+from benchmark.sides.scratch import ScratchSide
+from benchmark.sides.torch import TorchSide
 from scratch_nn.spec import Spec
 
 
@@ -64,7 +66,7 @@ def train_side_by_side(spec: Spec, train: tuple[np.ndarray, np.ndarray], test: t
 
     rng = np.random.default_rng(spec.train.seed)
     scratch = ScratchSide(spec, rng)
-    torch_side = TorchSide(spec, scratch)
+    torch_side = TorchSide(spec, scratch.model.state_dict())  # the same initial weights, exactly
     record = RunRecord(spec=spec, environment=environment())
     seconds = {"scratch": 0.0, "torch": 0.0}
     x, y = train

@@ -5,7 +5,7 @@
     benchmark.sanity.health.check_gradient_health                     7, gradients layer by layer
 
 Every check works on copies: the model given is never changed. Training uses the spec's optimiser and
-learning rate (`train_step`) with NumPy's floating-point warnings silenced: a diverging run is
+learning rate (`benchmark.sides.scratch.ScratchSide`) with NumPy's floating-point warnings silenced: a diverging run is
 reported as a FAIL naming the step, not as a screen of RuntimeWarnings.
 """
 from __future__ import annotations
@@ -17,11 +17,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from benchmark.sides.scratch import ScratchSide
 from scratch_nn.layers import Dropout
 from scratch_nn.losses import build_loss
-from scratch_nn.optim import build_optimizer
 from scratch_nn.spec import TrainSpec
-from scratch_nn.train import train_step
 
 CROSS_ENTROPY_TOLERANCE = 0.5  # logits of rms s add about s^2 / 2 to ln(C): 0.5 allows s up to 1
 MSE_TOLERANCE = 1.0  # logits of rms s add about s^2 to 1/C: 1.0 allows the same s up to 1
@@ -48,7 +47,7 @@ class CheckResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training helpers (the step itself is scratch_nn.train.train_step)
+# Training helpers (the step itself is the scratch side's: benchmark.sides.scratch)
 
 
 def working_copy(model, dropout: bool = True):
@@ -62,14 +61,17 @@ def working_copy(model, dropout: bool = True):
 
 
 def train(model, train_spec: TrainSpec, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-    """Train `model` in place on `batches` with the spec's optimiser; the losses, one per step.
-    Stops after the first non-finite loss (which is the last one returned)."""
-    loss_fn = build_loss(model.spec)
-    optimizer = build_optimizer(train_spec, model.named_parameters())
+    """Train `model` in place on `batches` with the spec's optimiser (the run's scratch side,
+    `ScratchSide.around`); the losses, one per step. The layers' modes are left as they are (a
+    working copy may have its dropout off). Stops after the first non-finite loss (the last one returned)."""
+    side = ScratchSide.around(model, train_spec)
     losses = []
     with np.errstate(all="ignore"):
         for x, y in batches:
-            losses.append(train_step(model, loss_fn, optimizer, x, y, train_spec.l1)[0])
+            side.forward(x, y)
+            side.backward()
+            side.update()
+            losses.append(side.loss_value())
             if not math.isfinite(losses[-1]):
                 break
     return losses
@@ -151,9 +153,10 @@ def suspect_layers(model, broken: set[str]) -> str:
 def check_gradients(model, x: np.ndarray, y: np.ndarray, l1: float = 0.0) -> CheckResult:
     """2. Analytic gradients against central finite differences, on a float64 copy of the model,
     sampled coordinates of every parameter tensor, a small batch, dropout masks held fixed
-    (`benchmark.parity.scratch_pass.numerical_parity`, the parity engine's second referee)."""
+    (`benchmark.parity.referee.numerical_parity`, the parity engine's second referee)."""
     from benchmark.parity.compare import FD_TOLERANCE
-    from benchmark.parity.scratch_pass import numerical_parity, scratch_pass
+    from benchmark.parity.referee import numerical_parity
+    from benchmark.sides.scratch import scratch_pass
 
     masks = scratch_pass(working_copy(model), x, y).masks  # one draw per Dropout layer, then held fixed
     report = numerical_parity(model, x, y, l1=l1, masks=masks)
@@ -210,16 +213,18 @@ def memorise(model, train_spec: TrainSpec, x: np.ndarray, y: np.ndarray,
              max_steps: int) -> tuple[float, list[float]]:
     """Train a copy of `model` (dropout off) on the one batch (x, y) until it gets every image right,
     at most `max_steps` steps; the best training accuracy seen and the losses, one per step."""
-    model = working_copy(model, dropout=False)
-    loss_fn, optimizer = build_loss(model.spec), build_optimizer(train_spec, model.named_parameters())
+    side = ScratchSide.around(working_copy(model, dropout=False), train_spec)
     best, losses = 0.0, []
     with np.errstate(all="ignore"):
         for _ in range(max_steps):
-            loss, logits = train_step(model, loss_fn, optimizer, x, y, train_spec.l1)
+            side.forward(x, y)
+            side.backward()
+            side.update()
+            loss = side.loss_value()
             losses.append(loss)
             if not math.isfinite(loss):
                 break
-            best = max(best, float(np.mean(logits.argmax(axis=1) == y)))
+            best = max(best, float(np.mean(side.logits.argmax(axis=1) == y)))
             if best == 1.0:
                 break
     return best, losses

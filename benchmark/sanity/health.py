@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.run.lockstep import unit_stats
 from benchmark.sanity.checks import CheckResult, working_copy
+from benchmark.sides.probe import unit_stats
 from scratch_nn.activations import ReLU, Sigmoid, Tanh
 from scratch_nn.layers import Linear
 from scratch_nn.losses import build_loss

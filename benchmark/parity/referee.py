@@ -1,7 +1,6 @@
-"""The scratch side of the parity engine, in NumPy: one batch through the model layer by layer,
-and the second referee, central finite differences in float64.
+"""The parity engine's second referee, central finite differences in float64, and what the engine
+needs of a scratch model beyond its pass (`benchmark.sides.scratch.scratch_pass`).
 
-    seen = scratch_pass(model, x, y, l1=0.0, masks=None)   # outputs, loss, grads, grad_inputs, ...
     report = numerical_parity(model, x, y)                 # backward vs finite differences
     report = layer_numerical_parity(layer, x, rng)          # one layer, through sum(forward(x) * g)
     loss_free_names(model, train_spec)                     # trajectory rows that rounding noise sets
@@ -13,61 +12,20 @@ amplified by 1/(2h), is about 3e-10 per coordinate, whatever the size of the gra
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 
 from benchmark.parity.compare import FD_NOISE_MARGIN, FD_TOLERANCE, compare_all
 from benchmark.parity.report import ParityReport
+from benchmark.sides.scratch import scratch_pass
 from scratch_nn.gradcheck import numerical_gradient, sample_indices
-from scratch_nn.layers import BatchNorm1d, Dropout
+from scratch_nn.layers import BatchNorm1d
 from scratch_nn.losses import build_loss
-from scratch_nn.train import add_l1_gradient, l1_penalty
+from scratch_nn.train import l1_penalty
 
 FD_STEP = 1e-6
 FD_SAMPLES = 12  # coordinates per parameter tensor checked by finite differences (all, if fewer)
 FD_BATCH = 16  # examples the model-level referee uses
-
-
-@dataclass
-class Pass:
-    """Everything one side computed for one batch, keyed by layer ("layers.0") or tensor name."""
-
-    outputs: dict[str, np.ndarray]  # layer -> its output
-    loss: np.ndarray  # scalar, l1 penalty included
-    grads: dict[str, np.ndarray]  # parameter -> dL/dparameter, l1 * sign(W) included
-    grad_inputs: dict[str, np.ndarray]  # layer -> dL/d(its input)
-    grad_outputs: dict[str, np.ndarray]  # layer -> dL/d(its output), what its backward was given
-    buffers: dict[str, np.ndarray]  # after the forward (batch norm updates them in training)
-    masks: dict[str, np.ndarray]  # dropout layer -> the mask it applied
-    grad_logits: np.ndarray  # dL/d(logits): what the loss's backward handed the last layer
-
-
-def scratch_pass(model, x: np.ndarray, y: np.ndarray, l1: float = 0.0, masks: dict | None = None) -> Pass:
-    """Forward and backward of a scratch MLP layer by layer (which is all `MLP.forward`/`backward`
-    do), keeping copies of every intermediate. `masks` are injected into the dropout layers."""
-    if x.dtype != model.dtype:
-        raise ValueError(f"x has dtype {x.dtype}, the model is {model.dtype}; convert with x.astype(np.{model.dtype})")
-    loss_fn, layers = build_loss(model.spec), model.named_layers()
-    outputs, grad_inputs, grad_outputs = {}, {}, {}
-    hidden = x
-    for name, layer in layers:
-        if name in (masks or {}):
-            layer.next_mask = masks[name]
-        hidden = layer.forward(hidden)
-        outputs[name] = hidden.copy()  # layers may reuse their arrays; keep what was returned now
-    loss = loss_fn.forward(hidden, y) + l1_penalty(model, l1)
-    grad = loss_fn.backward()
-    grad_logits = grad.copy()
-    for name, layer in reversed(layers):
-        grad_outputs[name] = grad.copy()
-        grad = layer.backward(grad)
-        grad_inputs[name] = grad.copy()
-    add_l1_gradient(model, l1)
-    grads = {name: grad.copy() for name, grad in model.named_gradients()}
-    used = {name: layer.mask for name, layer in layers if isinstance(layer, Dropout) and layer.training}
-    return Pass(outputs, np.asarray(loss), grads, grad_inputs, grad_outputs,
-                {name: value.copy() for name, value in model.named_buffers()}, used, grad_logits)
 
 
 def batch_sum_scale(layer_input: np.ndarray, output: np.ndarray, grad_out: np.ndarray) -> float:
