@@ -34,11 +34,11 @@ from torch import nn
 import torch_ref
 from benchmark.commands.cli import main
 from benchmark.parity import referee
-from benchmark.sides import scratch as scratch_side
 from benchmark.parity.compare import TOLERANCES, compare, compare_all, exact_bound
 from benchmark.parity.engine import compare_layer, gradient_parity
 from benchmark.parity.report import ParityReport
 from benchmark.parity.trajectory import trajectory_parity
+from benchmark.sides import scratch as scratch_side
 from scratch_nn import optim
 from scratch_nn.activations import ReLU, Tanh
 from scratch_nn.layers import BatchNorm1d, Dropout, Linear

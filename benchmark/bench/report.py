@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.bench.timing import linear_shapes, training_flops
-from benchmark.commands.describe import format_table
+from benchmark.core.tables import format_table
 from scratch_nn.spec import DEFAULT_SPEC, Spec, settings_in_use
 
 CSV_COLUMNS = ["spec", "dtype", "batch_size", "metric", "unit", "scratch", "torch", "ratio", "update_path"]

@@ -119,7 +119,7 @@ def result_lines(number: int, result) -> list[str]:
     if not result.passed:
         lines += textwrap.wrap(result.message, width=100, initial_indent="   -> ", subsequent_indent="      ")
         if "layers" in result.values:
-            from benchmark.commands.describe import format_table
+            from benchmark.core.tables import format_table
             from benchmark.sanity.health import profile_table
 
             table = format_table(profile_table(result.values["layers"]), ["layer", "type", "grad rms", "dead",
