@@ -1,6 +1,6 @@
 """What `svt bench` writes and prints: the tidy CSV, the tables, the targets, the plot.
 
-Input: the raw results of the workers (benchmark.bench.worker) and the plan (benchmark.commands.bench). The
+Input: the raw results of the workers (benchmark.bench.worker) and the plan (benchmark.bench.measure). The
 CSV columns and metrics are documented in benchmark.commands.bench; every `ratio` is scratch / torch (for
 the timings, the median of the back-to-back pairs' ratios: see benchmark.bench.worker).
 """
@@ -31,7 +31,7 @@ BUSY_SHARE = 0.05  # other processes' share of the CPUs above which the report w
 
 @dataclass
 class BenchResults:
-    plan: object  # benchmark.commands.bench.Plan
+    plan: object  # benchmark.bench.measure.Plan
     timing: dict
     memories: list[dict]
     rows: list[dict]  # the tidy CSV rows
