@@ -3,7 +3,7 @@
     svt sanity [--spec NAME|FILE | --layers ...] [--lr ...] [--dtype ...] [--json FILE] [--data-dir DIR]
 
 The recipe of Karpathy's "A Recipe for Training Neural Networks" and cs231n's sanity checks, as one
-command (the checks themselves are in `benchmark.sanity.checks` and `benchmark.sanity.health`):
+command (the checks themselves are in `benchmark.sanity`: checks, training, health):
 
     1 initial loss        ln(10) for 10 classes: the untrained net guesses evenly
     2 gradient check      backward agrees with finite differences (float64)

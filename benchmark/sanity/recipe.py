@@ -37,16 +37,9 @@ def sanity_data(spec, mnist, rng: np.random.Generator) -> dict:
 
 def run_checks(spec, model, data: dict):
     """Yield the seven CheckResults in order (each check starts from a copy of the same `model`)."""
-    from benchmark.sanity.checks import (
-        check_gradients,
-        check_initial_loss,
-        check_loss_decreases,
-        check_overfit,
-        check_parity,
-        check_uses_input,
-        cycle_batches,
-    )
+    from benchmark.sanity.checks import check_gradients, check_initial_loss, check_parity
     from benchmark.sanity.health import check_gradient_health
+    from benchmark.sanity.training import check_loss_decreases, check_overfit, check_uses_input, cycle_batches
 
     x, y = data["train"]
     train, l1 = spec.train, spec.train.l1
