@@ -6,6 +6,11 @@ L1 adds  l1 * sum |W|  over the weights of every Linear layer (not biases, not b
 loss, and its gradient  l1 * sign(W)  to those weights' gradients, after the backward pass.
 torch_ref adds the same term to the torch loss; autograd's gradient of |w| is sign(w) too, with
 sign(0) = 0.
+
+`train_step` is the library's own plain training loop, for users of scratch_nn alone. The
+benchmark does not call it: its one scratch training step (for the run, the parity engine, the
+bench and sanity) is `benchmark.sides.scratch.ScratchSide`, which computes the same step in
+phases the bench can time, and the same L1 through the two functions here.
 """
 from __future__ import annotations
 

@@ -11,10 +11,13 @@ import time
 import numpy as np
 import pytest
 
-from benchmark import lockstep, memory, training_run
-from benchmark.clocks import Stopwatch
-from benchmark.lockstep import ScratchSide, TorchSide
-from benchmark.memory import SideMemory
+from benchmark.core import memory
+from benchmark.core.clocks import Stopwatch
+from benchmark.core.memory import SideMemory
+from benchmark.run import training_run
+from benchmark.sides import probe
+from benchmark.sides.scratch import ScratchSide
+from benchmark.sides.torch import TorchSide
 from scratch_nn.spec import load_spec, with_overrides
 
 SLOW = 0.2  # seconds each slowed instrumentation call sleeps: far above a tiny step, even on a busy machine
@@ -52,10 +55,10 @@ def test_memory_is_sampled_only_inside_its_block_and_times_itself():
 
 @pytest.mark.parametrize("make_side", [
     lambda spec: ScratchSide(spec, np.random.default_rng(0)),
-    lambda spec: TorchSide(spec, ScratchSide(spec, np.random.default_rng(0))),
+    lambda spec: TorchSide(spec, ScratchSide(spec, np.random.default_rng(0)).model.state_dict()),
 ], ids=["scratch", "torch"])
 def test_observing_and_memory_accounting_stay_out_of_the_training_seconds(make_side, batch, monkeypatch):
-    real_stats, real_heap = lockstep.unit_stats, memory.heap_in_use
+    real_stats, real_heap = probe.unit_stats, memory.heap_in_use
 
     def slow_stats(*args):
         time.sleep(SLOW)
@@ -65,7 +68,7 @@ def test_observing_and_memory_accounting_stay_out_of_the_training_seconds(make_s
         time.sleep(SLOW)
         return real_heap()
 
-    monkeypatch.setattr(lockstep, "unit_stats", slow_stats)
+    monkeypatch.setattr(probe, "unit_stats", slow_stats)
     monkeypatch.setattr(memory, "heap_in_use", slow_heap)
     side = make_side(small_spec())
     scratch = side if isinstance(side, ScratchSide) else None
@@ -81,7 +84,7 @@ def test_observing_and_memory_accounting_stay_out_of_the_training_seconds(make_s
 
 def test_looking_inside_does_not_change_the_training(mnist):
     """The losses of every step, bit for bit, whether the run observes every step or only the first."""
-    from benchmark.data import as_inputs, as_labels
+    from benchmark.data.mnist import as_inputs, as_labels
 
     spec = with_overrides(load_spec("mnist-mlp"), layers="32:relu+dropout0.2,16:tanh+bn,10",
                           train={"batch_size": 50, "epochs": 2})

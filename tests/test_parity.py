@@ -2,7 +2,7 @@
 
 What these tests prove:
 - gradient parity (every layer output, loss, parameter gradient and input gradient) and the
-  finite-difference referee hold at the documented tolerances (benchmark.compare.TOLERANCES) for
+  finite-difference referee hold at the documented tolerances (benchmark.parity.compare.TOLERANCES) for
   every activation x initialiser x dtype, with and without batch norm and dropout;
 - trajectory parity (parameters, optimiser states, buffers, lr after each step) holds for every
   optimiser x dtype x {plain, batch norm, dropout, both}, ending on a batch smaller than the rest;
@@ -32,12 +32,13 @@ import torch
 from torch import nn
 
 import torch_ref
-from benchmark import scratch_side
-from benchmark.cli import main
-from benchmark.compare import TOLERANCES, compare, compare_all, exact_bound
-from benchmark.parity import compare_layer, gradient_parity
-from benchmark.parity_report import ParityReport
-from benchmark.trajectory import trajectory_parity
+from benchmark.commands.cli import main
+from benchmark.parity import referee
+from benchmark.parity.compare import TOLERANCES, compare, compare_all, exact_bound
+from benchmark.parity.engine import compare_layer, gradient_parity
+from benchmark.parity.report import ParityReport
+from benchmark.parity.trajectory import trajectory_parity
+from benchmark.sides import scratch as scratch_side
 from scratch_nn import optim
 from scratch_nn.activations import ReLU, Tanh
 from scratch_nn.layers import BatchNorm1d, Dropout, Linear
@@ -348,7 +349,7 @@ def optimizer_from_spec(optimizer_class):
 
 
 def wrong_optimizer(optimizer_class):
-    return lambda model, monkeypatch: monkeypatch.setattr(optim, "build_optimizer",
+    return lambda model, monkeypatch: monkeypatch.setattr(scratch_side, "build_optimizer",
                                                           optimizer_from_spec(optimizer_class))
 
 
@@ -647,5 +648,5 @@ def test_finite_differences_hold_the_masks_they_drew(seed):
     """Without masks given, the referee draws one set and keeps it for every loss evaluation."""
     model = make_model(dropout=0.5)
     x, y = make_batches([16], "float64", seed)[0]
-    report = scratch_side.numerical_parity(model, x, y)
+    report = referee.numerical_parity(model, x, y)
     assert report.ok, report.table()

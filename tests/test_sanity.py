@@ -1,7 +1,7 @@
 """`svt sanity`: each check passes on a case built to pass and fails on a case built to fail.
 
 What these tests prove:
-- each of the seven checks (benchmark.checks, benchmark.health) is a function returning a
+- each of the seven checks (benchmark.sanity.checks, .training, .health) is a function returning a
   CheckResult, and it tells a healthy net from a broken one: huge output weights (1), a broken
   backward (2, 3), a symmetric zero init and a diverging learning rate (4), zeroed inputs (5), a
   tiny and a huge learning rate (6), vanishing, exploding, dead and saturated (7);
@@ -22,8 +22,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from benchmark import checks, health
-from benchmark.data import as_inputs, as_labels
+from benchmark.data.mnist import as_inputs, as_labels
+from benchmark.sanity import checks, health, training
 from scratch_nn.activations import ReLU
 from scratch_nn.model import MLP
 from scratch_nn.spec import LayerSpec, ModelSpec, TrainSpec, load_spec
@@ -117,27 +117,27 @@ def test_parity_passes_and_catches_a_broken_backward(data, seed):
 
 def test_overfit_passes_for_a_healthy_net(data, seed):
     x, y, *_ = data
-    result = checks.check_overfit(small_model(seed), TRAIN, x[:32], y[:32])
+    result = training.check_overfit(small_model(seed), TRAIN, x[:32], y[:32])
     assert result.passed and result.values["accuracy"] == 1.0 and result.values["steps"] <= 200
 
 
 def test_overfit_retries_at_a_tenth_of_an_overshooting_learning_rate(data, seed):
     x, y, *_ = data
-    result = checks.check_overfit(small_model(seed), replace(TRAIN, lr=5.0), x[:32], y[:32])
+    result = training.check_overfit(small_model(seed), replace(TRAIN, lr=5.0), x[:32], y[:32])
     assert result.passed and result.values["lr"] == 0.5 and "at lr 0.5" in result.measured
     assert result.note.startswith("at the spec's lr 5 the loss jumped")  # shown under the PASS line
 
 
 def test_overfit_fails_with_symmetric_zero_init(data, seed):
     x, y, *_ = data
-    result = checks.check_overfit(small_model(seed, init="zeros"), TRAIN, x[:32], y[:32])
+    result = training.check_overfit(small_model(seed, init="zeros"), TRAIN, x[:32], y[:32])
     assert not result.passed and result.values["steps"] == 200 and result.values["accuracy"] < 0.5
     assert "init zeros" in result.message
 
 
 def test_overfit_fails_cleanly_when_the_loss_overshoots(data, seed):
     x, y, *_ = data
-    result = checks.check_overfit(small_model(seed), replace(TRAIN, lr=1e4), x[:32], y[:32])
+    result = training.check_overfit(small_model(seed), replace(TRAIN, lr=1e4), x[:32], y[:32])
     assert not result.passed and result.values["lr"] == 1e3  # retried once at lr / 10
     assert "at the spec's lr 10000 the loss" in result.message and "try --lr 100 and smaller" in result.message
 
@@ -145,9 +145,9 @@ def test_overfit_fails_cleanly_when_the_loss_overshoots(data, seed):
 def test_uses_input_passes_on_real_images_and_fails_on_zeros(data, seed):
     x, y, x_val, y_val = data
     model = small_model(seed)
-    real = checks.check_uses_input(model, TRAIN, x[:2048], y[:2048], x_val, y_val, steps=50)
+    real = training.check_uses_input(model, TRAIN, x[:2048], y[:2048], x_val, y_val, steps=50)
     assert real.passed and real.values["accuracy_real_inputs"] > 0.7
-    zeros = checks.check_uses_input(model, TRAIN, np.zeros_like(x[:2048]), y[:2048], np.zeros_like(x_val), y_val,
+    zeros = training.check_uses_input(model, TRAIN, np.zeros_like(x[:2048]), y[:2048], np.zeros_like(x_val), y_val,
                                     steps=50)
     assert not zeros.passed and zeros.values["accuracy_real_inputs"] < 0.2
     assert "does not use its input" in zeros.message
@@ -161,8 +161,8 @@ def test_uses_input_passes_on_real_images_and_fails_on_zeros(data, seed):
 ])
 def test_loss_decreases(dtype, lr, passed, message, data, seed, recwarn):
     x, y, *_ = data
-    batches = list(checks.cycle_batches(x.astype(dtype), y, 64, 40))
-    result = checks.check_loss_decreases(small_model(seed, dtype=dtype), replace(TRAIN, lr=lr), batches)
+    batches = list(training.cycle_batches(x.astype(dtype), y, 64, 40))
+    result = training.check_loss_decreases(small_model(seed, dtype=dtype), replace(TRAIN, lr=lr), batches)
     assert result.passed is passed and message in result.message
     assert not [warning for warning in recwarn if issubclass(warning.category, RuntimeWarning)]
 

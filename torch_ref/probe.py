@@ -93,7 +93,7 @@ def each_layer_alone(module: nn.Module, loss_fn: nn.Module, inputs: dict[str, np
     runs on `logits`. Given one side's own intermediates, in float64, this is what each of that
     side's operations should have computed from what it was handed: an error made upstream is not
     counted again downstream. The parity engine uses it to tell an error a tensor's own operation
-    makes from one it inherits (benchmark.parity.explain_locally)."""
+    makes from one it inherits (benchmark.parity.engine.explain_locally)."""
     module = copy.deepcopy(module)
     set_dropout_masks(module, masks or {})
     outputs, grad_inputs, grads = {}, {}, {}

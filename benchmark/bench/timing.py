@@ -1,0 +1,94 @@
+"""What a timed training step costs (FLOPs) and how long it takes (the clocks of `svt bench`).
+
+    time_steps(side, batches, steps)        # mean seconds of forward, backward and update per step
+    time_inference(side, batches, calls)    # mean seconds per inference call
+    train_epoch(side, x, y, batch_size, order)   # seconds of an epoch (or a run of its batches)
+
+`side` is a `benchmark.sides.scratch.ScratchSide` or `benchmark.sides.torch.TorchSide`: each written
+the way its users write it, and timed here phase by phase, with nothing but the step inside the
+clocks (the spec's `l1` is part of the step on both sides; the lr schedule is not stepped: the
+bench times steps, not epochs).
+
+FLOPs of a training step (what the GFLOP/s figures divide): for each Linear (in -> out) on a batch
+of N, the forward product costs 2*N*in*out, the weight gradient 2*N*in*out and the input gradient
+2*N*in*out, except for the first Linear, whose input (the data) needs no gradient. Biases,
+activations, the loss and the optimiser are elementwise, O(N*out) or O(in*out) against the
+products' O(N*in*out), and are not counted. Inference counts the forward products only.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from scratch_nn.spec import ModelSpec
+
+
+def linear_shapes(model_spec: ModelSpec) -> list[tuple[int, int]]:
+    """(in_features, out_features) of every Linear, in order: the hidden layers, then the output."""
+    sizes = [model_spec.input_size] + [layer.units for layer in model_spec.layers] + [model_spec.output_size]
+    return list(zip(sizes[:-1], sizes[1:]))
+
+
+def inference_flops(model_spec: ModelSpec, batch_size: int) -> int:
+    """2*N*in*out per Linear: the forward matrix products."""
+    return sum(2 * batch_size * fan_in * fan_out for fan_in, fan_out in linear_shapes(model_spec))
+
+
+def training_flops(model_spec: ModelSpec, batch_size: int) -> int:
+    """Forward, plus per Linear the weight gradient (2*N*in*out) and, but for the first, the input gradient."""
+    backward = sum(2 * batch_size * fan_in * fan_out * (1 if index == 0 else 2)
+                   for index, (fan_in, fan_out) in enumerate(linear_shapes(model_spec)))
+    return inference_flops(model_spec, batch_size) + backward
+
+
+# ---------------------------------------------------------------------------------------------
+# Clocks: each returns seconds per call, averaged over a block of calls.
+
+
+def time_steps(side, batches: list, steps: int) -> tuple[float, float, float]:
+    """Mean seconds per step of forward (with the loss), backward and update over `steps` steps,
+    cycling through `batches` (pairs already in the side's array type)."""
+    clock = time.perf_counter
+    forward = backward = update = 0.0
+    for step in range(steps):
+        x, y = batches[step % len(batches)]
+        start = clock()
+        side.forward(x, y)
+        forward_done = clock()
+        side.backward()
+        backward_done = clock()
+        side.update()
+        update_done = clock()
+        forward += forward_done - start
+        backward += backward_done - forward_done
+        update += update_done - backward_done
+    return forward / steps, backward / steps, update / steps
+
+
+def time_inference(side, batches: list, calls: int) -> float:
+    """Mean seconds per inference call (eval mode), cycling through `batches`."""
+    side.train(False)
+    try:
+        start = time.perf_counter()
+        for call in range(calls):
+            side.infer(batches[call % len(batches)][0])
+        return (time.perf_counter() - start) / calls
+    finally:
+        side.train(True)
+
+
+def train_epoch(side, x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray) -> float:
+    """Train on the rows `order` of (x, y) (an epoch, or a run of its batches), in batches of
+    `batch_size`, each side gathering its batches in its own way (NumPy fancy indexing, torch
+    tensor indexing); return the seconds it took."""
+    inputs, targets = side.batch(x, y)
+    if side.name == "torch":
+        order = side.torch.from_numpy(order)
+    start = time.perf_counter()
+    for first in range(0, len(order), batch_size):
+        rows = order[first:first + batch_size]
+        side.forward(inputs[rows], targets[rows])
+        side.backward()
+        side.update()
+    return time.perf_counter() - start
