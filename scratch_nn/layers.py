@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scratch_nn.blas import OUTER_MIN_ELEMENTS, outer_product
 from scratch_nn.init import init_linear
 
 
@@ -60,9 +61,13 @@ def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -
 def linear_backward(grad_out, x, weight, grad_weight, grad_bias, input_grad=True):
     """Fill grad_weight = grad_out^T x and grad_bias = sum_n grad_out; return grad_out W (or None)."""
     n = grad_out.shape[0]
-    # np.matmul leaves BLAS for an inner dimension of 1 (~7x slower at batch size 1); np.dot does not
-    product = np.dot if n == 1 else np.matmul
-    product(grad_out.T, x, out=grad_weight)  # (out, N) @ (N, in) -> (out, in)
+    outer = outer_product(grad_weight.dtype) if n == 1 and grad_weight.size >= OUTER_MIN_ELEMENTS else None
+    if outer is not None:  # one example, a large W: BLAS's rank-1 update, 1.5-4x faster than np.dot
+        outer(grad_out[0], x[0], grad_weight)
+    else:
+        # np.matmul leaves BLAS for an inner dimension of 1 (~7x slower at batch size 1); np.dot does not
+        product = np.dot if n == 1 else np.matmul
+        product(grad_out.T, x, out=grad_weight)  # (out, N) @ (N, in) -> (out, in)
     if grad_bias is not None:
         np.sum(grad_out, axis=0, out=grad_bias)  # (out,)
     if not input_grad:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scratch_nn import MLP, elementwise, load_spec, optim
-from scratch_nn.blas import level1, numpy_blas_version
+from scratch_nn.blas import OUTER_MIN_ELEMENTS, level1, numpy_blas_version, outer_product
 from scratch_nn.elementwise import BLAS_MIN_ELEMENTS, NumpyOps, OpenBlasOps, choose_ops
 
 DTYPES = [np.float32, np.float64]
@@ -153,3 +153,44 @@ def test_openblas_sgd_matches_torch_for_ten_steps(rng, kwargs, dtype, rtol, low_
             buffer = ours.state[name]["momentum_buffer"]
             np.testing.assert_allclose(buffer, expected, rtol=rtol, atol=rtol * np.abs(expected).max(), err_msg=name)
     assert differing <= 100, f"{differing} of {flat_grad.size} elements differ from torch's"
+
+
+# ---------------------------------------------------------------------------------------------
+# The outer product of a batch of one (scratch_nn.blas.Outer), used by Linear's backward.
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blas_outer_product_is_np_dots_bit_for_bit_and_overwrites_nan(rng, dtype):
+    outer = outer_product(dtype)
+    assert outer is not None  # NumPy's wheels ship OpenBLAS: the path the wide net takes at batch 1
+    column, row = rng.standard_normal(300).astype(dtype), rng.standard_normal((2, 500)).astype(dtype)
+    out = np.full((300, 500), np.nan, dtype=dtype)  # a diverged step's gradient: zeroing must not keep NaN
+    outer(column, row[1], out)
+    np.testing.assert_array_equal(out, np.dot(column[:, None], row[1:2]))
+    strided = np.empty((300, 250), dtype=dtype)
+    outer(column, row[0, ::2], strided)  # a row read with a stride
+    np.testing.assert_array_equal(strided, np.dot(column[:, None], row[0:1, ::2]))
+    with pytest.raises(ValueError, match=r"Outer needs .* column \(300,\), row \(250,\) and a contiguous out"):
+        outer(column, row[0], strided)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_backward_at_batch_one_takes_the_outer_product_and_matches_torch(rng, dtype, monkeypatch):
+    from scratch_nn import layers
+    from scratch_nn.layers import linear_backward
+
+    calls = []
+    real = outer_product(dtype)
+    monkeypatch.setattr(layers, "outer_product", lambda d: calls.append(d) or real)
+
+    weight = rng.standard_normal((1024, 600)).astype(dtype)  # 614,400 elements: above OUTER_MIN_ELEMENTS
+    assert weight.size >= OUTER_MIN_ELEMENTS
+    x, grad_out = rng.standard_normal((1, 600)).astype(dtype), rng.standard_normal((1, 1024)).astype(dtype)
+    grad_weight, grad_bias = np.empty_like(weight), np.empty(1024, dtype=dtype)
+    grad_input = linear_backward(grad_out, x, weight, grad_weight, grad_bias)
+    x_t, w_t = torch.tensor(x, requires_grad=True), torch.tensor(weight, requires_grad=True)
+    (x_t @ w_t.T).backward(torch.tensor(grad_out))
+    assert calls == [np.dtype(dtype)]  # the BLAS outer product ran (np.dot gives the same bits, slower)
+    np.testing.assert_array_equal(grad_weight, w_t.grad.numpy())  # one rounded product per entry on both sides
+    scale = np.abs(grad_out).sum() * np.abs(weight).max()  # a bound on |dL/dx|: sums of 1024 products cancel
+    atol = (1e-6 if dtype == np.float32 else 1e-14) * scale
+    np.testing.assert_allclose(grad_input, x_t.grad.numpy(), rtol=0, atol=atol)
