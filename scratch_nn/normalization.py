@@ -15,8 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch_nn.layers import (BatchNorm1d, Dropout, _missing_forward, batch_norm_backward, batch_norm_statistics,
-                               dropout_mask)
+from scratch_nn.layers import (
+    BatchNorm1d,
+    Dropout,
+    _missing_forward,
+    batch_norm_backward,
+    batch_norm_statistics,
+    dropout_mask,
+)
 
 
 def pixels_by_channel(x: np.ndarray) -> np.ndarray:
