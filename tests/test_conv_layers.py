@@ -162,3 +162,51 @@ def test_conv2d_refuses_inputs_it_cannot_convolve():
         conv2d_output_shape((1, 6, 6), 2, 3, padding=1, dilation=4)
     with pytest.raises(RuntimeError, match="Conv2d.backward called before forward"):
         Conv2d(1, 2, 3).backward(np.zeros((1, 2, 3, 3), dtype=np.float32))
+
+
+def lenet5_relu_pair(rng):
+    """lenet5-relu from the new layers and the existing ones, and torch's nn.Sequential with its weights."""
+    from scratch_nn.activations import ReLU
+    from scratch_nn.layers import Linear
+    from scratch_nn.normalization import Flatten
+    from scratch_nn.pooling import MaxPool2d
+
+    layers = [Conv2d(1, 6, 5, padding=2, dtype=np.float64, rng=rng), ReLU(), MaxPool2d(2),
+              Conv2d(6, 16, 5, dtype=np.float64, rng=rng), ReLU(), MaxPool2d(2), Flatten(),
+              Linear(400, 120, dtype=np.float64, rng=rng), ReLU(), Linear(120, 10, dtype=np.float64, rng=rng)]
+    nn = torch.nn
+    twin = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 10)).double()
+    twin.load_state_dict({f"{index}.{name}": torch.tensor(value) for index, layer in enumerate(layers)
+                          for name, value in layer.params.items()})
+    return layers, twin
+
+
+def test_a_lenet5_relu_stack_trains_as_torchs_for_three_sgd_steps_in_float64(rng):
+    """The layers together: channel-major views through ReLU, pooling and Flatten, SGD with momentum."""
+    from scratch_nn.losses import CrossEntropyLoss
+    from scratch_nn.optim import SGD
+
+    layers, twin = lenet5_relu_pair(rng)
+    named = {f"{index}.{name}": (layer, name) for index, layer in enumerate(layers) for name in layer.params}
+    optimizer = SGD({key: layer.params[name] for key, (layer, name) in named.items()}, lr=0.1, momentum=0.9)
+    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = CrossEntropyLoss()
+    for _ in range(3):
+        x, y = rng.uniform(0, 1, (8, 1, 28, 28)), rng.integers(0, 10, 8)
+        out = x
+        for layer in layers:
+            out = layer.forward(out)
+        loss = loss_fn.forward(out, y)
+        grad = loss_fn.backward()
+        for index in range(len(layers) - 1, -1, -1):
+            grad = layers[index].backward(grad, input_grad=False) if index == 0 else layers[index].backward(grad)
+        optimizer.step({key: layer.grads[name] for key, (layer, name) in named.items()})
+        twin_optimizer.zero_grad()
+        twin_loss = torch.nn.functional.cross_entropy(twin(torch.tensor(x)), torch.tensor(y))
+        twin_loss.backward()
+        twin_optimizer.step()
+        assert abs(float(loss) - twin_loss.item()) <= 1e-12
+    for key, value in twin.state_dict().items():
+        layer, name = named[key]
+        np.testing.assert_allclose(layer.params[name], value.numpy(), rtol=1e-10, atol=1e-12, err_msg=key)
