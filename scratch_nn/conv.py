@@ -177,7 +177,7 @@ class Conv2d:
         per_group = self.out_channels // self.groups
         return self.params["weight"].reshape(self.out_channels, -1)[group * per_group:(group + 1) * per_group]
 
-    def _group_slices(self, geometry: Geometry):
+    def _group_slices(self):
         """(output-channel rows, column rows) of each group."""
         out_per_group = self.out_channels // self.groups
         rows_per_group = self.params["weight"][0].size
@@ -195,7 +195,7 @@ class Conv2d:
                                weight.dtype)
         im2col(padded, geometry, columns)
         out = np.empty((self.out_channels, geometry.n * geometry.length), dtype=weight.dtype)  # (O, N*L)
-        for group, (out_rows, column_rows) in enumerate(self._group_slices(geometry)):
+        for group, (out_rows, column_rows) in enumerate(self._group_slices()):
             np.matmul(self._weight_rows(group), columns[column_rows], out=out[out_rows])
         if "bias" in self.params:
             out += self.params["bias"][:, None]
@@ -214,7 +214,7 @@ class Conv2d:
         np.copyto(grad_wide[..., :geometry.out_width], grad_out.transpose(1, 0, 2, 3))
         grad_rows = grad_wide.reshape(self.out_channels, -1)  # G: (O, N*L)
         grad_weight = self.grads["weight"].reshape(self.out_channels, -1)
-        groups = self._group_slices(geometry)
+        groups = self._group_slices()
         for out_rows, column_rows in groups:
             np.matmul(grad_rows[out_rows], columns[column_rows].T, out=grad_weight[out_rows])  # G X^T
         if "bias" in self.grads:
