@@ -137,30 +137,71 @@ class MaxPool2d(Pool2d):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> None:
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
 
+    def _maximum(self, padded: np.ndarray, out_size) -> np.ndarray:
+        """The window maxima, over the window's rows first (contiguous reads), then its columns.
+
+        Half the passes of kH*kW window-by-window maxima, and the first ones read whole rows.
+        np.maximum propagates NaN, as torch's output does. Returns an array in x's memory layout.
+        """
+        (stride_h, stride_w), (dil_h, dil_w) = self.stride, self.dilation
+        span_h, span_w = stride_h * (out_size[0] - 1) + 1, stride_w * (out_size[1] - 1) + 1
+        rows = [padded[:, :, i * dil_h:i * dil_h + span_h:stride_h] for i in range(self.kernel_size[0])]
+        row_max = np.copy(rows[0]) if len(rows) == 1 else np.maximum(rows[0], rows[1])
+        for row in rows[2:]:
+            np.maximum(row_max, row, out=row_max)
+        columns = [row_max[..., j * dil_w:j * dil_w + span_w:stride_w] for j in range(self.kernel_size[1])]
+        out = np.copy(columns[0]) if len(columns) == 1 else np.maximum(columns[0], columns[1])
+        for column in columns[2:]:
+            np.maximum(out, column, out=out)
+        return out
+
+    def _nan_winners(self, padded: np.ndarray, out_size) -> np.ndarray:
+        """Per output, the offset number torch picks when NaNs are about: the last NaN, else the first maximum."""
+        windows = self._windows(padded, out_size)
+        _, first = next(windows)
+        best = np.copy(first)
+        winner = np.zeros_like(best, dtype=np.min_scalar_type(self.kernel_size[0] * self.kernel_size[1]))
+        for offset, window in windows:
+            take = np.greater(window, best)  # strict: a later equal value leaves the first maximum
+            take |= np.isnan(window)  # torch: `(val > maxval) || isnan(val)`
+            np.copyto(best, window, where=take)
+            np.copyto(winner, offset, where=take)
+        return winner
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         out_size = self._output_size(x)
         padded = self._pad(x, out_size, -np.inf)
-        windows = self._windows(padded, out_size)
-        _, first = next(windows)
-        out = np.copy(first)  # order "K": the input's memory layout
-        winner = np.zeros_like(out, dtype=np.min_scalar_type(self.kernel_size[0] * self.kernel_size[1]))
-        has_nan = bool(np.isnan(np.max(x)))  # one reduction; only then the NaN rule costs a pass per offset
-        for offset, window in windows:
-            take = np.greater(window, out)  # strict: a later equal value leaves the first maximum
-            if has_nan:
-                take |= np.isnan(window)
-            np.maximum(out, window, out=out)  # NaN propagates, as torch's output
-            np.copyto(winner, offset, where=take)
-        self._cache = (winner, x.shape, padded.shape, padded is x, channel_major(x))
+        out = self._maximum(padded, out_size)
+        winner = self._nan_winners(padded, out_size) if np.isnan(out).any() else None
+        self._cache = (padded, out, winner, x.shape, padded is x, channel_major(x))
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """Route dL/dy to each window's first maximum in row-major order (or its last NaN).
+
+        Without NaNs the winners are found again from the cached input and output: offset by
+        offset, an element wins if it equals its window's maximum and no earlier offset won. That
+        costs less than tracking the winner in the forward pass (a masked copy per offset).
+        """
         if self._cache is None:
             raise _missing_forward(self)
-        winner, x_shape, padded_shape, unpadded, channels_first = self._cache
-        grad_padded = full_in_layout(padded_shape, 0, grad_out.dtype, channels_first)
-        for offset, window in self._windows(grad_padded, grad_out.shape[2:]):
-            np.add(window, grad_out, out=window, where=winner == offset)  # overlapping windows add up
+        padded, out, winner, x_shape, unpadded, channels_first = self._cache
+        grad_padded = full_in_layout(padded.shape, 0, grad_out.dtype, channels_first)
+        overlapping = any(stride < dilation * (kernel - 1) + 1 for kernel, stride, dilation
+                          in zip(self.kernel_size, self.stride, self.dilation))
+        hit, taken = np.empty(out.shape, dtype=bool), np.zeros(out.shape, dtype=bool)
+        for (offset, window), (_, grad_window) in zip(self._windows(padded, out.shape[2:]),
+                                                      self._windows(grad_padded, out.shape[2:])):
+            if winner is None:
+                np.equal(window, out, out=hit)
+                np.greater(hit, taken, out=hit)  # hit and not taken: an earlier equal element won
+                taken |= hit
+            else:
+                np.equal(winner, offset, out=hit)
+            if overlapping:
+                grad_window += grad_out * hit  # an element in several windows gets the sum
+            else:
+                np.multiply(grad_out, hit, out=grad_window)
         return grad_padded if unpadded else self._interior(grad_padded, x_shape)
 
     def __repr__(self) -> str:
