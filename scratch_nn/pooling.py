@@ -59,11 +59,14 @@ def channel_major(x: np.ndarray) -> bool:
 
 
 def full_in_layout(shape: tuple[int, int, int, int], fill, dtype, channels_first: bool) -> np.ndarray:
-    """An (N, C, H, W) array filled with `fill`, (C, N, H, W) in memory if channels_first: elementwise
-    operations between arrays run fastest when they share one memory layout."""
+    """An (N, C, H, W) array filled with `fill` (None: left unset), (C, N, H, W) in memory if
+    channels_first: elementwise operations between arrays run fastest when they share one layout."""
+    def make(memory_shape):
+        return np.empty(memory_shape, dtype=dtype) if fill is None else np.full(memory_shape, fill, dtype=dtype)
+
     if channels_first:
-        return np.full((shape[1], shape[0], *shape[2:]), fill, dtype=dtype).transpose(1, 0, 2, 3)
-    return np.full(shape, fill, dtype=dtype)
+        return make((shape[1], shape[0], *shape[2:])).transpose(1, 0, 2, 3)
+    return make(shape)
 
 
 class Pool2d:
@@ -186,16 +189,22 @@ class MaxPool2d(Pool2d):
         if self._cache is None:
             raise _missing_forward(self)
         padded, out, winner, x_shape, unpadded, channels_first = self._cache
-        grad_padded = full_in_layout(padded.shape, 0, grad_out.dtype, channels_first)
         overlapping = any(stride < dilation * (kernel - 1) + 1 for kernel, stride, dilation
                           in zip(self.kernel_size, self.stride, self.dilation))
+        tiled = self.stride == self.kernel_size and self.dilation == (1, 1) and padded.shape[2:] == tuple(
+            size * kernel for size, kernel in zip(out.shape[2:], self.kernel_size))
+        # windows that tile the input write every element of dL/dx: no zero-filling needed
+        grad_padded = full_in_layout(padded.shape, None if tiled else 0, grad_out.dtype, channels_first)
         hit, taken = np.empty(out.shape, dtype=bool), np.zeros(out.shape, dtype=bool)
+        last = self.kernel_size[0] * self.kernel_size[1] - 1
         for (offset, window), (_, grad_window) in zip(self._windows(padded, out.shape[2:]),
                                                       self._windows(grad_padded, out.shape[2:])):
             if winner is None:
                 np.equal(window, out, out=hit)
-                np.greater(hit, taken, out=hit)  # hit and not taken: an earlier equal element won
-                taken |= hit
+                if offset > 0:
+                    np.greater(hit, taken, out=hit)  # hit and not taken: an earlier equal element won
+                if offset < last:
+                    taken |= hit
             else:
                 np.equal(winner, offset, out=hit)
             if overlapping:

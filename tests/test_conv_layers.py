@@ -6,6 +6,7 @@ import pytest
 import torch
 from twin_check import FLOAT32, FLOAT64, channel_major, check_against_torch
 
+from scratch_nn import conv
 from scratch_nn.conv import Conv2d, conv2d_output_shape
 from scratch_nn.gradcheck import check_layer_gradients
 
@@ -105,6 +106,22 @@ def test_conv2d_follows_a_change_of_batch_size_and_keeps_its_gradient_arrays(rng
         check_against_torch(scratch, twin, sample_input(config, np.float64, rng, batch), rng, **FLOAT64)
         twin.zero_grad()
     assert {name: id(value) for name, value in scratch.grads.items()} == arrays
+
+
+@pytest.mark.parametrize("samples_per_chunk", [1, 2])
+@pytest.mark.parametrize("wide_rows", [True, False])
+@pytest.mark.parametrize("name", ["lenet-first", "groups-dilation", "stride-pair"])
+def test_conv2d_in_chunks_of_samples_and_either_row_layout_matches_torch(name, wide_rows, samples_per_chunk, rng,
+                                                                          monkeypatch):
+    """A batch of 5 in chunks of 1 or 2 samples (2, 2, 1: an uneven last chunk), columns rebuilt in backward."""
+    config = CONFIGS[name]
+    scratch, twin = build(config, np.float64, rng)
+    monkeypatch.setattr(conv, "WIDE_ROWS", wide_rows)
+    x = sample_input(config, np.float64, rng, batch=5)
+    per_sample = conv.Geometry(scratch, x.shape).length * scratch.params["weight"][0].size * config[6] * 8
+    monkeypatch.setattr(conv, "COLUMN_BYTES", per_sample * samples_per_chunk)
+    check_against_torch(scratch, twin, x, rng, **FLOAT64)
+    assert len(scratch._chunk_list) == math.ceil(5 / samples_per_chunk)
 
 
 def test_conv2d_has_torch_names_and_shapes(rng):
