@@ -31,9 +31,6 @@ from scratch_nn.init import uniform_
 from scratch_nn.layers import _missing_forward
 
 WIDE_ROWS = True  # stride-1 columns over wide rows (the module docstring); False: exact rows, for measuring
-# The batch is convolved in runs of samples whose columns take about this much memory, so that the
-# columns are still in the CPU's cache when the product reads them (tools/conv_speed.py).
-COLUMN_BYTES = 4 * 2**20
 
 
 def pair(value, name: str, minimum: int) -> tuple[int, int]:
@@ -88,7 +85,8 @@ class Geometry:
 
     def images(self, flat: np.ndarray) -> np.ndarray:
         """The padded images (C, N, Hp, Wp) inside a (C, N, plane) array."""
-        return flat[:, :, :self.padded_h * self.padded_w].reshape(*flat.shape[:2], self.padded_h, self.padded_w)
+        return flat[:, :, :self.padded_h * self.padded_w].reshape(flat.shape[0], self.n, self.padded_h,
+                                                                  self.padded_w)
 
     def interior(self, flat: np.ndarray) -> np.ndarray:
         """The unpadded input (C, N, H, W) inside a (C, N, plane) array."""
@@ -104,10 +102,9 @@ class Geometry:
                                  left:left + self.stride_w * (self.out_width - 1) + 1:self.stride_w]
 
     def column_block(self, columns: np.ndarray, i: int, j: int) -> np.ndarray:
-        """The rows of contiguous columns (C*kH*kW, n*L) for weight (i, j), shaped as window()."""
-        n = columns.shape[1] // self.length
-        rows = columns.reshape(self.channels, self.kernel_h, self.kernel_w, n, self.length)[:, i, j]
-        return rows if self.wide else rows.reshape(self.channels, n, self.out_height, self.out_width)
+        """The rows of the columns (C*kH*kW, N*L) for weight (i, j), shaped as window()."""
+        rows = columns.reshape(self.channels, self.kernel_h, self.kernel_w, self.n, self.length)[:, i, j]
+        return rows if self.wide else rows.reshape(self.channels, self.n, self.out_height, self.out_width)
 
     def offsets(self):
         return ((i, j) for i in range(self.kernel_h) for j in range(self.kernel_w))
@@ -119,11 +116,13 @@ def im2col(x_flat: np.ndarray, geometry: Geometry, columns: np.ndarray) -> None:
         np.copyto(geometry.column_block(columns, i, j), geometry.window(x_flat, i, j))
 
 
-def col2im(columns: np.ndarray, geometry: Geometry, grad_flat: np.ndarray) -> None:
-    """Add every column entry onto the padded-input gradient (C, n, plane) element it came from."""
+def col2im(columns: np.ndarray, geometry: Geometry, dtype) -> np.ndarray:
+    """The padded-input gradient (C, N, plane): every column entry added onto the element it came from."""
+    grad_flat = np.zeros((geometry.channels, geometry.n, geometry.plane), dtype=dtype)
     for i, j in geometry.offsets():
         window = geometry.window(grad_flat, i, j)
         window += geometry.column_block(columns, i, j)  # windows overlap: added one offset after another
+    return grad_flat
 
 
 class Conv2d:
@@ -187,74 +186,47 @@ class Conv2d:
         return [(slice(g * out_per_group, (g + 1) * out_per_group), slice(g * rows_per_group, (g + 1) * rows_per_group))
                 for g in range(self.groups)]
 
-    def _chunks(self, geometry: Geometry) -> list[slice]:
-        """Runs of samples whose columns take about COLUMN_BYTES (at least one sample each)."""
-        per_sample = self.params["weight"][0].size * self.groups * geometry.length * self.params["weight"].itemsize
-        size = max(1, COLUMN_BYTES // per_sample)
-        return [slice(start, min(start + size, geometry.n)) for start in range(0, geometry.n, size)]
-
-    def _columns(self, name: str, chunk: slice, geometry: Geometry) -> np.ndarray:
-        """Contiguous (C*kH*kW, n*L) columns for the samples of `chunk`, in a buffer sized for the largest chunk."""
-        rows, count = self.params["weight"][0].size * self.groups, chunk.stop - chunk.start
-        largest = self._chunk_list[0].stop - self._chunk_list[0].start
-        flat = self._buffer(name, (rows * largest * geometry.length,), self.params["weight"].dtype)
-        return flat[:rows * count * geometry.length].reshape(rows, count * geometry.length)
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d: expected input (N, {self.in_channels}, H, W), got shape {x.shape}")
         weight = self.params["weight"]
         geometry = Geometry(self, x.shape)
-        self._geometry, self._chunk_list = geometry, self._chunks(geometry)
         padded = self._buffer("padded", (geometry.channels, geometry.n, geometry.plane), weight.dtype)
         np.copyto(geometry.interior(padded), x.transpose(1, 0, 2, 3))  # borders stay zero
-        out = np.empty((self.out_channels, geometry.n, geometry.length), dtype=weight.dtype)  # (O, N, L)
-        for chunk in self._chunk_list:
-            columns = self._columns("columns", chunk, geometry)
-            im2col(padded[:, chunk], geometry, columns)
-            out_chunk = out[:, chunk].reshape(self.out_channels, -1)  # (O, n*L), rows N*L apart
-            for group, (out_rows, column_rows) in enumerate(self._group_slices()):
-                np.matmul(self._weight_rows(group), columns[column_rows], out=out_chunk[out_rows])
+        columns = self._buffer("columns", (weight[0].size * self.groups, geometry.n * geometry.length),
+                               weight.dtype)
+        im2col(padded, geometry, columns)
+        out = np.empty((self.out_channels, geometry.n * geometry.length), dtype=weight.dtype)  # (O, N*L)
+        for group, (out_rows, column_rows) in enumerate(self._group_slices()):
+            np.matmul(self._weight_rows(group), columns[column_rows], out=out[out_rows])
         if "bias" in self.params:
-            out += self.params["bias"][:, None, None]
-        self._cached = True
+            out += self.params["bias"][:, None]
+        self._geometry, self._cached = geometry, True
         out = out.reshape(self.out_channels, geometry.n, geometry.out_height, geometry.row_width)
         return out[..., :geometry.out_width].transpose(1, 0, 2, 3)  # (N, O, Ho, Wo), channel-major memory
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        """Fill grads["weight"], grads["bias"]; return dL/dx (N, C, H, W), or None with input_grad=False.
-
-        Chunk by chunk as the forward: the columns of a chunk are built again (the forward kept
-        only the last chunk's), which costs less than reading all of them back from memory.
-        """
+        """Fill grads["weight"], grads["bias"]; return dL/dx (N, C, H, W), or None with input_grad=False."""
         if not self._cached:
             raise _missing_forward(self)
-        geometry, dtype = self._geometry, self.params["weight"].dtype
+        geometry, columns = self._geometry, self._work["columns"]
+        dtype = self.params["weight"].dtype
         grad_wide = self._buffer("grad_wide", (self.out_channels, geometry.n, geometry.out_height,
                                                geometry.row_width), dtype)  # discarded columns stay zero
         np.copyto(grad_wide[..., :geometry.out_width], grad_out.transpose(1, 0, 2, 3))
+        grad_rows = grad_wide.reshape(self.out_channels, -1)  # G: (O, N*L)
         grad_weight = self.grads["weight"].reshape(self.out_channels, -1)
-        partial = self._buffer("partial", grad_weight.shape, dtype)  # a later chunk's share of dL/dW
-        grad_flat = np.zeros((geometry.channels, geometry.n, geometry.plane), dtype=dtype) if input_grad else None
-        for index, chunk in enumerate(self._chunk_list):
-            columns = self._columns("columns", chunk, geometry)
-            if len(self._chunk_list) > 1:
-                im2col(self._work["padded"][:, chunk], geometry, columns)
-            grad_rows = grad_wide[:, chunk].reshape(self.out_channels, -1)  # G: (O, n*L)
-            target = grad_weight if index == 0 else partial
-            for out_rows, column_rows in self._group_slices():
-                np.matmul(grad_rows[out_rows], columns[column_rows].T, out=target[out_rows])  # G X^T
-            if index > 0:
-                grad_weight += partial
-            if input_grad:
-                grad_columns = self._columns("grad_columns", chunk, geometry)
-                for group, (out_rows, column_rows) in enumerate(self._group_slices()):
-                    np.matmul(self._weight_rows(group).T, grad_rows[out_rows], out=grad_columns[column_rows])
-                col2im(grad_columns, geometry, grad_flat[:, chunk])  # W^T G, added back onto the input
+        groups = self._group_slices()
+        for out_rows, column_rows in groups:
+            np.matmul(grad_rows[out_rows], columns[column_rows].T, out=grad_weight[out_rows])  # G X^T
         if "bias" in self.grads:
-            np.sum(grad_wide.reshape(self.out_channels, -1), axis=1, out=self.grads["bias"])
+            np.sum(grad_rows, axis=1, out=self.grads["bias"])
         if not input_grad:
             return None
+        grad_columns = self._buffer("grad_columns", columns.shape, dtype)
+        for group, (out_rows, column_rows) in enumerate(groups):
+            np.matmul(self._weight_rows(group).T, grad_rows[out_rows], out=grad_columns[column_rows])  # W^T G
+        grad_flat = col2im(grad_columns, geometry, dtype)
         return geometry.interior(grad_flat).transpose(1, 0, 2, 3)  # (N, C, H, W), channel-major memory
 
     def __repr__(self) -> str:

@@ -108,20 +108,14 @@ def test_conv2d_follows_a_change_of_batch_size_and_keeps_its_gradient_arrays(rng
     assert {name: id(value) for name, value in scratch.grads.items()} == arrays
 
 
-@pytest.mark.parametrize("samples_per_chunk", [1, 2])
-@pytest.mark.parametrize("wide_rows", [True, False])
-@pytest.mark.parametrize("name", ["lenet-first", "groups-dilation", "stride-pair"])
-def test_conv2d_in_chunks_of_samples_and_either_row_layout_matches_torch(name, wide_rows, samples_per_chunk, rng,
-                                                                          monkeypatch):
-    """A batch of 5 in chunks of 1 or 2 samples (2, 2, 1: an uneven last chunk), columns rebuilt in backward."""
+@pytest.mark.parametrize("name", ["lenet-first", "groups-dilation", "kernel-equals-input"])
+def test_conv2d_with_exact_rows_at_stride_1_matches_torch(name, rng, monkeypatch):
+    """WIDE_ROWS off: stride 1 takes the exact-rows path that strides > 1 always take (kept for measuring)."""
     config = CONFIGS[name]
     scratch, twin = build(config, np.float64, rng)
-    monkeypatch.setattr(conv, "WIDE_ROWS", wide_rows)
-    x = sample_input(config, np.float64, rng, batch=5)
-    per_sample = conv.Geometry(scratch, x.shape).length * scratch.params["weight"][0].size * config[6] * 8
-    monkeypatch.setattr(conv, "COLUMN_BYTES", per_sample * samples_per_chunk)
-    check_against_torch(scratch, twin, x, rng, **FLOAT64)
-    assert len(scratch._chunk_list) == math.ceil(5 / samples_per_chunk)
+    monkeypatch.setattr(conv, "WIDE_ROWS", False)
+    check_against_torch(scratch, twin, sample_input(config, np.float64, rng), rng, **FLOAT64)
+    assert not scratch._geometry.wide
 
 
 def test_conv2d_has_torch_names_and_shapes(rng):
