@@ -3,7 +3,7 @@
     conv 6@5x5 pad 2 - relu - maxpool 2 - conv 16@5x5 - relu - maxpool 2 - flatten - 120 relu - 84 relu - 10
 
 Both sides start from the same weights (scratch's torch-default init, copied into torch), train with
-SGD (lr 0.05, momentum 0.9) and cross-entropy on the same real MNIST batches, and are timed in turns
+SGD (lr 0.01, momentum 0.9) and cross-entropy on the same real MNIST batches, and are timed in turns
 (one scratch step, one torch step, ...) so that a change in the machine's load hits both. A step is
 forward + loss + backward (no input gradient for the first conv, as torch skips it too) + update.
 Printed per batch size: median step time of each side over the repeats and their ratio, then the
@@ -29,7 +29,7 @@ from scratch_nn.normalization import Flatten
 from scratch_nn.optim import SGD
 from scratch_nn.pooling import MaxPool2d
 
-LR, MOMENTUM = 0.05, 0.9
+LR, MOMENTUM = 0.01, 0.9
 
 
 def scratch_lenet5_relu(rng: np.random.Generator, dtype) -> list:
