@@ -1,0 +1,235 @@
+"""Conv2d by hand: torch.nn.Conv2d's arguments, weight shape and maths, as im2col and one product per group.
+
+Forward (a cross-correlation, as torch; xp the zero-padded input, s the stride, d the dilation,
+group g holding input channels g*C/G .. and output channels g*O/G ..):
+
+    y[n, o, h, w] = b[o] + sum_{c, i, j} W[o, c, i, j] * xp[n, g*C/G + c, h*s + i*d, w*s + j*d]
+
+im2col copies the input element each weight meets into a column matrix X (C*kH*kW, N*L), one
+row per (c, i, j), one column per output position (n, h, w), so the sum is a matrix product:
+
+    Y = W.reshape(O, C/G*kH*kW) @ X          (per group)                     # (O, N*L)
+    dL/dW = G @ X^T,  dL/db = sum_{n,h,w} G,  dL/dX = W^T G                     (G = dL/dY)
+
+and dL/dx is col2im: each entry of dL/dX added back onto the input element it was copied from.
+
+Why it is fast (see tools/conv_speed.py): the arrays are kept channel-major, (C, N, H, W) in
+memory, so Y is already the (N, O, H, W) output seen through a transposed view and no layer
+transposes. With stride 1, the columns are built over "wide rows": output rows as wide as the
+padded input (Wp instead of Wo), whose last Wp - Wo entries are discarded. Then each row of X is
+a 1-D shift of the flattened padded planes by i*d*Wp + j*d, a contiguous copy of Ho*Wp elements
+per sample instead of Ho short rows of Wo, and col2im is kH*kW contiguous shifted additions. The
+padded input, the columns and dL/dY's wide copy are arrays allocated once per input shape.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scratch_nn.init import uniform_
+from scratch_nn.layers import _missing_forward
+
+WIDE_ROWS = True  # stride-1 columns over wide rows (the module docstring); False: exact rows, for measuring
+
+
+def pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, as torch's _pair, each checked to be >= minimum."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(values) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(values) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def conv2d_output_shape(input_shape, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                        groups: int = 1) -> tuple[int, int, int]:
+    """(out_channels, H_out, W_out) for an input of (C, H, W), or ValueError saying what does not fit.
+
+    H_out = floor((H + 2 padding - dilation (kH - 1) - 1) / stride) + 1, as torch.nn.Conv2d's docs.
+    """
+    channels, height, width = input_shape
+    kernel, stride = pair(kernel_size, "kernel_size", 1), pair(stride, "stride", 1)
+    padding, dilation = pair(padding, "padding", 0), pair(dilation, "dilation", 1)
+    if channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={channels} and out_channels={out_channels}")
+    sizes = []
+    for axis, size in enumerate((height, width)):
+        padded, reach = size + 2 * padding[axis], dilation[axis] * (kernel[axis] - 1) + 1
+        if reach > padded:
+            raise ValueError(f"kernel_size {kernel} (dilation {dilation}) reaches {reach} pixels, more than the "
+                             f"padded input {height + 2 * padding[0]}x{width + 2 * padding[1]} of an input "
+                             f"{height}x{width} with padding {padding}")
+        sizes.append((padded - reach) // stride[axis] + 1)
+    return out_channels, sizes[0], sizes[1]
+
+
+class Geometry:
+    """The sizes of one input shape: padded planes, output, and the column layout (wide rows or exact)."""
+
+    def __init__(self, layer: Conv2d, x_shape: tuple[int, ...]) -> None:
+        self.n, self.channels, self.height, self.width = x_shape
+        _, self.out_height, self.out_width = conv2d_output_shape(
+            x_shape[1:], layer.out_channels, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+            layer.groups)
+        (self.pad_h, self.pad_w), (self.dil_h, self.dil_w) = layer.padding, layer.dilation
+        self.stride_h, self.stride_w = layer.stride
+        self.kernel_h, self.kernel_w = layer.kernel_size
+        self.padded_h, self.padded_w = self.height + 2 * self.pad_h, self.width + 2 * self.pad_w
+        self.wide = layer.stride == (1, 1) and WIDE_ROWS
+        self.row_width = self.padded_w if self.wide else self.out_width  # output row width in the columns
+        self.length = self.out_height * self.row_width  # columns per sample
+        tail = (self.kernel_w - 1) * self.dil_w if self.wide else 0  # the last shift reads this far past a plane
+        self.plane = self.padded_h * self.padded_w + tail
+
+    def images(self, flat: np.ndarray) -> np.ndarray:
+        """The padded images (C, N, Hp, Wp) inside a (C, N, plane) array."""
+        return flat[:, :, :self.padded_h * self.padded_w].reshape(flat.shape[0], self.n, self.padded_h,
+                                                                  self.padded_w)
+
+    def interior(self, flat: np.ndarray) -> np.ndarray:
+        """The unpadded input (C, N, H, W) inside a (C, N, plane) array."""
+        return self.images(flat)[:, :, self.pad_h:self.pad_h + self.height, self.pad_w:self.pad_w + self.width]
+
+    def window(self, flat: np.ndarray, i: int, j: int) -> np.ndarray:
+        """The input elements weight (i, j) meets, one per output position: (C, N, L) or (C, N, Ho, Wo)."""
+        if self.wide:
+            shift = i * self.dil_h * self.padded_w + j * self.dil_w
+            return flat[:, :, shift:shift + self.length]
+        top, left = i * self.dil_h, j * self.dil_w
+        return self.images(flat)[:, :, top:top + self.stride_h * (self.out_height - 1) + 1:self.stride_h,
+                                 left:left + self.stride_w * (self.out_width - 1) + 1:self.stride_w]
+
+    def column_block(self, columns: np.ndarray, i: int, j: int) -> np.ndarray:
+        """The rows of the columns (C*kH*kW, N*L) for weight (i, j), shaped as window()."""
+        rows = columns.reshape(self.channels, self.kernel_h, self.kernel_w, self.n, self.length)[:, i, j]
+        return rows if self.wide else rows.reshape(self.channels, self.n, self.out_height, self.out_width)
+
+    def offsets(self):
+        return ((i, j) for i in range(self.kernel_h) for j in range(self.kernel_w))
+
+
+def im2col(x_flat: np.ndarray, geometry: Geometry, columns: np.ndarray) -> None:
+    """Fill columns (C*kH*kW, N*L) from the padded input (C, N, plane): one copy per weight offset."""
+    for i, j in geometry.offsets():
+        np.copyto(geometry.column_block(columns, i, j), geometry.window(x_flat, i, j))
+
+
+def col2im(columns: np.ndarray, geometry: Geometry, dtype) -> np.ndarray:
+    """The padded-input gradient (C, N, plane): every column entry added onto the element it came from."""
+    grad_flat = np.zeros((geometry.channels, geometry.n, geometry.plane), dtype=dtype)
+    for i, j in geometry.offsets():
+        window = geometry.window(grad_flat, i, j)
+        window += geometry.column_block(columns, i, j)  # windows overlap: added one offset after another
+    return grad_flat
+
+
+class Conv2d:
+    """y = W * x + b (cross-correlation);  dL/dW = G X^T,  dL/db = sum G,  dL/dx = col2im(W^T G).
+
+    As torch.nn.Conv2d: weight (out_channels, in_channels / groups, kH, kW), bias (out_channels,),
+    kernel_size, stride, padding (zeros), dilation an int or a pair. Given an `rng`, weight and bias get
+    torch's default init (reset_parameters: kaiming_uniform_(a=sqrt(5)), i.e. U(-1/sqrt(fan_in),
+    1/sqrt(fan_in)) with fan_in = in_channels / groups * kH * kW, for both); without one they are
+    zero, to be filled by `scratch_nn.init`. The maths and the memory layout: the module docstring.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, dtype=np.float32, rng: np.random.Generator | None = None):
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Conv2d: {name} must be a positive int, got {value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = pair(kernel_size, "Conv2d: kernel_size", 1)
+        self.stride = pair(stride, "Conv2d: stride", 1)
+        self.padding = pair(padding, "Conv2d: padding", 0)
+        self.dilation = pair(dilation, "Conv2d: dilation", 1)
+        dtype = np.dtype(dtype)
+        self.params = {"weight": np.zeros((out_channels, in_channels // groups, *self.kernel_size), dtype=dtype)}
+        if bias:
+            self.params["bias"] = np.zeros(out_channels, dtype=dtype)
+        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.training = True
+        self._geometry: Geometry | None = None
+        self._work: dict[str, np.ndarray] = {}  # padded input, columns, wide dL/dY: reused while shapes hold
+        self._cached = False
+        if rng is not None:
+            self.reset_parameters(rng)
+
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        """torch's default: weight, then bias, ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        bound = 1.0 / math.sqrt(self.params["weight"][0].size)  # fan_in = in/groups * kH * kW
+        for name in ("weight", "bias"):
+            if name in self.params:
+                uniform_(self.params[name], -bound, bound, rng)
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A zero-initialised work array kept across calls; remade when the shape or dtype changes."""
+        array = self._work.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = self._work[name] = np.zeros(shape, dtype=dtype)
+        return array
+
+    def _weight_rows(self, group: int) -> np.ndarray:
+        per_group = self.out_channels // self.groups
+        return self.params["weight"].reshape(self.out_channels, -1)[group * per_group:(group + 1) * per_group]
+
+    def _group_slices(self):
+        """(output-channel rows, column rows) of each group."""
+        out_per_group = self.out_channels // self.groups
+        rows_per_group = self.params["weight"][0].size
+        return [(slice(g * out_per_group, (g + 1) * out_per_group), slice(g * rows_per_group, (g + 1) * rows_per_group))
+                for g in range(self.groups)]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"Conv2d: expected input (N, {self.in_channels}, H, W), got shape {x.shape}")
+        weight = self.params["weight"]
+        geometry = Geometry(self, x.shape)
+        padded = self._buffer("padded", (geometry.channels, geometry.n, geometry.plane), weight.dtype)
+        np.copyto(geometry.interior(padded), x.transpose(1, 0, 2, 3))  # borders stay zero
+        columns = self._buffer("columns", (weight[0].size * self.groups, geometry.n * geometry.length),
+                               weight.dtype)
+        im2col(padded, geometry, columns)
+        out = np.empty((self.out_channels, geometry.n * geometry.length), dtype=weight.dtype)  # (O, N*L)
+        for group, (out_rows, column_rows) in enumerate(self._group_slices()):
+            np.matmul(self._weight_rows(group), columns[column_rows], out=out[out_rows])
+        if "bias" in self.params:
+            out += self.params["bias"][:, None]
+        self._geometry, self._cached = geometry, True
+        out = out.reshape(self.out_channels, geometry.n, geometry.out_height, geometry.row_width)
+        return out[..., :geometry.out_width].transpose(1, 0, 2, 3)  # (N, O, Ho, Wo), channel-major memory
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Fill grads["weight"], grads["bias"]; return dL/dx (N, C, H, W), or None with input_grad=False."""
+        if not self._cached:
+            raise _missing_forward(self)
+        geometry, columns = self._geometry, self._work["columns"]
+        dtype = self.params["weight"].dtype
+        grad_wide = self._buffer("grad_wide", (self.out_channels, geometry.n, geometry.out_height,
+                                               geometry.row_width), dtype)  # discarded columns stay zero
+        np.copyto(grad_wide[..., :geometry.out_width], grad_out.transpose(1, 0, 2, 3))
+        grad_rows = grad_wide.reshape(self.out_channels, -1)  # G: (O, N*L)
+        grad_weight = self.grads["weight"].reshape(self.out_channels, -1)
+        groups = self._group_slices()
+        for out_rows, column_rows in groups:
+            np.matmul(grad_rows[out_rows], columns[column_rows].T, out=grad_weight[out_rows])  # G X^T
+        if "bias" in self.grads:
+            np.sum(grad_rows, axis=1, out=self.grads["bias"])
+        if not input_grad:
+            return None
+        grad_columns = self._buffer("grad_columns", columns.shape, dtype)
+        for group, (out_rows, column_rows) in enumerate(groups):
+            np.matmul(self._weight_rows(group).T, grad_rows[out_rows], out=grad_columns[column_rows])  # W^T G
+        grad_flat = col2im(grad_columns, geometry, dtype)
+        return geometry.interior(grad_flat).transpose(1, 0, 2, 3)  # (N, C, H, W), channel-major memory
+
+    def __repr__(self) -> str:
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+                f"bias={'bias' in self.params})")

@@ -1,0 +1,279 @@
+"""MaxPool2d and AvgPool2d by hand, with torch's output sizes, tie rule, NaN rule and divisors.
+
+Both look at the input through one strided view per kernel offset (i, j): window(i, j) is the
+(N, C, H_out, W_out) array of the elements at offset (i, j) of every window, so the forward is
+kH*kW elementwise passes over the output, whatever the stride, and no window is copied out. The
+input is padded (max: -inf, average: 0) only when padding or ceil_mode asks for it.
+
+Output size, as torch (aten/src/ATen/native/Pool.h, pooling_output_shape_pad_lr):
+
+    H_out = floor((H + 2 padding - dilation (kH - 1) - 1 + (stride - 1 if ceil_mode)) / stride) + 1,
+    less one if ceil_mode made the last window start at or past H + padding (it must start inside
+    the input or its left padding); padding may be at most half the effective kernel size.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scratch_nn.conv import pair
+from scratch_nn.layers import _missing_forward
+
+
+def pooled_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
+    """One axis of torch's pooling_output_shape (the module docstring)."""
+    reach = dilation * (kernel - 1) + 1
+    out = (size + 2 * padding - reach + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def check_padding(kernel, padding, dilation, name: str) -> None:
+    """torch's rule (Pool.h): "pad should be at most half of effective kernel size"."""
+    for axis in range(2):
+        reach = dilation[axis] * (kernel[axis] - 1) + 1
+        if padding[axis] > reach // 2:
+            raise ValueError(f"{name}: padding {padding} must be at most half the kernel's reach {reach} "
+                             f"(kernel_size {kernel}, dilation {dilation}), rounded down")
+
+
+def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        name: str = "MaxPool2d") -> tuple[int, int, int]:
+    """(C, H_out, W_out) for an input of (C, H, W), or ValueError naming what does not fit."""
+    channels, height, width = input_shape
+    kernel = pair(kernel_size, f"{name}: kernel_size", 1)
+    stride = kernel if stride is None else pair(stride, f"{name}: stride", 1)
+    padding, dilation = pair(padding, f"{name}: padding", 0), pair(dilation, f"{name}: dilation", 1)
+    check_padding(kernel, padding, dilation, name)
+    sizes = [pooled_size(size, kernel[axis], stride[axis], padding[axis], dilation[axis], ceil_mode)
+             for axis, size in enumerate((height, width))]
+    if min(sizes) < 1:
+        raise ValueError(f"{name}: kernel_size {kernel} (dilation {dilation}, padding {padding}) gives an output "
+                         f"of {sizes[0]}x{sizes[1]} for an input of {height}x{width}; the output needs at least 1x1")
+    return channels, sizes[0], sizes[1]
+
+
+def channel_major(x: np.ndarray) -> bool:
+    """Whether an (N, C, H, W) array is (C, N, H, W) in memory, as Conv2d's output is."""
+    return x.strides[1] > x.strides[0]
+
+
+def full_in_layout(shape: tuple[int, int, int, int], fill, dtype, channels_first: bool) -> np.ndarray:
+    """An (N, C, H, W) array filled with `fill` (None: left unset), (C, N, H, W) in memory if
+    channels_first: elementwise operations between arrays run fastest when they share one layout."""
+    def make(memory_shape):
+        return np.empty(memory_shape, dtype=dtype) if fill is None else np.full(memory_shape, fill, dtype=dtype)
+
+    if channels_first:
+        return make((shape[1], shape[0], *shape[2:])).transpose(1, 0, 2, 3)
+    return make(shape)
+
+
+class Pool2d:
+    """What both poolings share: arguments, output shape, padded input and the per-offset windows."""
+
+    def __init__(self, kernel_size, stride, padding, dilation, ceil_mode: bool) -> None:
+        name = type(self).__name__
+        self.kernel_size = pair(kernel_size, f"{name}: kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else pair(stride, f"{name}: stride", 1)
+        self.padding = pair(padding, f"{name}: padding", 0)
+        self.dilation = pair(dilation, f"{name}: dilation", 1)
+        self.ceil_mode = bool(ceil_mode)
+        check_padding(self.kernel_size, self.padding, self.dilation, name)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.training = True
+        self._cache = None
+
+    def _output_size(self, x: np.ndarray) -> tuple[int, int]:
+        if x.ndim != 4:
+            raise ValueError(f"{type(self).__name__}: expected input (N, C, H, W), got shape {x.shape}")
+        _, out_h, out_w = pool2d_output_shape(x.shape[1:], self.kernel_size, self.stride, self.padding,
+                                              self.dilation, self.ceil_mode, type(self).__name__)
+        return out_h, out_w
+
+    def _padded_shape(self, x_shape, out_size) -> tuple[int, int, int, int]:
+        """The input plus padding, and on the bottom/right as far as ceil_mode's last windows reach."""
+        n, c = x_shape[:2]
+        sizes = []
+        for axis in range(2):
+            reach = (out_size[axis] - 1) * self.stride[axis] + self.dilation[axis] * (self.kernel_size[axis] - 1) + 1
+            sizes.append(max(reach, x_shape[2 + axis] + 2 * self.padding[axis]))
+        return n, c, sizes[0], sizes[1]
+
+    def _pad(self, x: np.ndarray, out_size, fill) -> np.ndarray:
+        """x itself when no padding is needed (no copy), else a copy inside a `fill`-padded array."""
+        shape = self._padded_shape(x.shape, out_size)
+        if shape == x.shape:
+            return x
+        padded = full_in_layout(shape, fill, x.dtype, channel_major(x))
+        self._interior(padded, x.shape)[...] = x
+        return padded
+
+    def _interior(self, padded: np.ndarray, x_shape) -> np.ndarray:
+        (top, left), (height, width) = self.padding, x_shape[2:]
+        return padded[:, :, top:top + height, left:left + width]
+
+    def _windows(self, padded: np.ndarray, out_size):
+        """(offset number, window(i, j)) in row-major order of (i, j): the order torch scans a window."""
+        (stride_h, stride_w), (dil_h, dil_w) = self.stride, self.dilation
+        span_h, span_w = stride_h * (out_size[0] - 1) + 1, stride_w * (out_size[1] - 1) + 1
+        for i in range(self.kernel_size[0]):
+            for j in range(self.kernel_size[1]):
+                top, left = i * dil_h, j * dil_w
+                yield (i * self.kernel_size[1] + j,
+                       padded[:, :, top:top + span_h:stride_h, left:left + span_w:stride_w])
+
+
+class MaxPool2d(Pool2d):
+    """y = max over the window;  dL/dx = dL/dy at the element torch picks, 0 elsewhere.
+
+    torch's CPU kernel (aten/src/ATen/native/cpu/MaxPoolKernel.cpp, cpu_max_pool) scans each window
+    in row-major order and replaces its running maximum when `(val > maxval) || isnan(val)`: so of
+    equal values the first one wins (a tie never replaces), and a NaN always does, so the window's
+    last NaN wins and the output is NaN. Padding never wins (torch skips it; here it is -inf).
+    One edge differs: a window of only -inf values routes its gradient to torch's first in-bounds
+    element and here to its first element, which may be padding (the gradient is then dropped).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> None:
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+
+    def _maximum(self, padded: np.ndarray, out_size) -> np.ndarray:
+        """The window maxima, over the window's rows first (contiguous reads), then its columns.
+
+        Half the passes of kH*kW window-by-window maxima, and the first ones read whole rows.
+        np.maximum propagates NaN, as torch's output does. Returns an array in x's memory layout.
+        """
+        (stride_h, stride_w), (dil_h, dil_w) = self.stride, self.dilation
+        span_h, span_w = stride_h * (out_size[0] - 1) + 1, stride_w * (out_size[1] - 1) + 1
+        rows = [padded[:, :, i * dil_h:i * dil_h + span_h:stride_h] for i in range(self.kernel_size[0])]
+        row_max = np.copy(rows[0]) if len(rows) == 1 else np.maximum(rows[0], rows[1])
+        for row in rows[2:]:
+            np.maximum(row_max, row, out=row_max)
+        columns = [row_max[..., j * dil_w:j * dil_w + span_w:stride_w] for j in range(self.kernel_size[1])]
+        out = np.copy(columns[0]) if len(columns) == 1 else np.maximum(columns[0], columns[1])
+        for column in columns[2:]:
+            np.maximum(out, column, out=out)
+        return out
+
+    def _nan_winners(self, padded: np.ndarray, out_size) -> np.ndarray:
+        """Per output, the offset number torch picks when NaNs are about: the last NaN, else the first maximum."""
+        windows = self._windows(padded, out_size)
+        _, first = next(windows)
+        best = np.copy(first)
+        winner = np.zeros_like(best, dtype=np.min_scalar_type(self.kernel_size[0] * self.kernel_size[1]))
+        for offset, window in windows:
+            take = np.greater(window, best)  # strict: a later equal value leaves the first maximum
+            take |= np.isnan(window)  # torch: `(val > maxval) || isnan(val)`
+            np.copyto(best, window, where=take)
+            np.copyto(winner, offset, where=take)
+        return winner
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out_size = self._output_size(x)
+        padded = self._pad(x, out_size, -np.inf)
+        out = self._maximum(padded, out_size)
+        winner = self._nan_winners(padded, out_size) if np.isnan(out).any() else None
+        self._cache = (padded, out, winner, x.shape, padded is x, channel_major(x))
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """Route dL/dy to each window's first maximum in row-major order (or its last NaN).
+
+        Without NaNs the winners are found again from the cached input and output: offset by
+        offset, an element wins if it equals its window's maximum and no earlier offset won. That
+        costs less than tracking the winner in the forward pass (a masked copy per offset).
+        """
+        if self._cache is None:
+            raise _missing_forward(self)
+        padded, out, winner, x_shape, unpadded, channels_first = self._cache
+        overlapping = any(stride < dilation * (kernel - 1) + 1 for kernel, stride, dilation
+                          in zip(self.kernel_size, self.stride, self.dilation))
+        tiled = self.stride == self.kernel_size and self.dilation == (1, 1) and padded.shape[2:] == tuple(
+            size * kernel for size, kernel in zip(out.shape[2:], self.kernel_size))
+        # windows that tile the input write every element of dL/dx: no zero-filling needed
+        grad_padded = full_in_layout(padded.shape, None if tiled else 0, grad_out.dtype, channels_first)
+        hit, taken = np.empty(out.shape, dtype=bool), np.zeros(out.shape, dtype=bool)
+        last = self.kernel_size[0] * self.kernel_size[1] - 1
+        for (offset, window), (_, grad_window) in zip(self._windows(padded, out.shape[2:]),
+                                                      self._windows(grad_padded, out.shape[2:])):
+            if winner is None:
+                np.equal(window, out, out=hit)
+                if offset > 0:
+                    np.greater(hit, taken, out=hit)  # hit and not taken: an earlier equal element won
+                if offset < last:
+                    taken |= hit
+            else:
+                np.equal(winner, offset, out=hit)
+            if overlapping:
+                grad_window += grad_out * hit  # an element in several windows gets the sum
+            else:
+                np.multiply(grad_out, hit, out=grad_window)
+        return grad_padded if unpadded else self._interior(grad_padded, x_shape)
+
+    def __repr__(self) -> str:
+        return (f"MaxPool2d(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode})")
+
+
+def average_divisors(size: int, out_size: int, kernel: int, stride: int, padding: int,
+                     count_include_pad: bool) -> np.ndarray:
+    """Per output index on one axis, the window's length torch divides by (AvgPoolKernel.cpp, cpu_avg_pool).
+
+    The window [o*stride - padding, + kernel) is first cut at the far padding's end (so ceil_mode's
+    overhang is never counted): that length with count_include_pad; without, it is cut to the input.
+    """
+    start = np.arange(out_size) * stride - padding
+    end = np.minimum(start + kernel, size + padding)
+    if count_include_pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)
+
+
+class AvgPool2d(Pool2d):
+    """y = sum over the window / divisor;  dL/dx = sum over the windows holding x of dL/dy / divisor.
+
+    The divisor as torch's CPU kernel (see `average_divisors`): the window cut to the padded input
+    with count_include_pad=True, cut to the input itself with False. The sum runs over the window in
+    row-major order, as torch's, and zero padding adds nothing, so the forward rounds as torch's does.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True) -> None:
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+
+    def _divisors(self, x_shape, out_size, dtype) -> np.ndarray:
+        rows, columns = (average_divisors(x_shape[2 + axis], out_size[axis], self.kernel_size[axis],
+                                          self.stride[axis], self.padding[axis], self.count_include_pad)
+                         for axis in range(2))
+        return np.outer(rows, columns).astype(dtype)  # (H_out, W_out)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out_size = self._output_size(x)
+        padded = self._pad(x, out_size, 0)
+        windows = self._windows(padded, out_size)
+        _, first = next(windows)
+        out = np.copy(first)
+        for _, window in windows:
+            out += window
+        divisors = self._divisors(x.shape, out_size, x.dtype)
+        out /= divisors  # torch divides (sum / divide_factor), not multiplies by a reciprocal
+        self._cache = (divisors, x.shape, padded.shape, padded is x, channel_major(x))
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise _missing_forward(self)
+        divisors, x_shape, padded_shape, unpadded, channels_first = self._cache
+        share = grad_out / divisors  # each element of a window gets dL/dy / divisor
+        grad_padded = full_in_layout(padded_shape, 0, grad_out.dtype, channels_first)
+        for _, window in self._windows(grad_padded, grad_out.shape[2:]):
+            window += share
+        return grad_padded if unpadded else self._interior(grad_padded, x_shape)
+
+    def __repr__(self) -> str:
+        return (f"AvgPool2d(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"ceil_mode={self.ceil_mode}, count_include_pad={self.count_include_pad})")

@@ -1,0 +1,128 @@
+"""BatchNorm2d against torch over training steps and in eval, finite differences; Flatten; Dropout on 4-D; Dropout2d."""
+import numpy as np
+import pytest
+import torch
+from twin_check import FLOAT32, FLOAT64, channel_major, check_against_torch
+
+from scratch_nn.gradcheck import check_layer_gradients
+from scratch_nn.layers import Dropout
+from scratch_nn.normalization import BatchNorm2d, Dropout2d, Flatten
+
+GRAD_TOLERANCE = 1e-7
+CHECK = {"eps": 1e-3, "order": 4}
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261203)
+
+
+def random_affine(layer, rng):
+    for value in layer.params.values():
+        value[...] = rng.standard_normal(value.shape)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channel-major"])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, FLOAT64), (np.float32, FLOAT32)])
+def test_batch_norm2d_matches_torch_over_training_steps_then_in_eval(dtype, tolerance, affine, layout, rng):
+    scratch = BatchNorm2d(3, momentum=0.2, affine=affine, dtype=dtype)
+    twin = torch.nn.BatchNorm2d(3, momentum=0.2, affine=affine)
+    random_affine(scratch, rng)
+    for _ in range(4):  # the running statistics after several steps, with shifted and scaled channels
+        x = (rng.standard_normal((4, 3, 5, 6)) * [[[[0.5]], [[2.0]], [[3.0]]]] + 1.5).astype(dtype)
+        x = channel_major(x) if layout == "channel-major" else x
+        check_against_torch(scratch, twin, x, rng, **tolerance)
+        twin.zero_grad()
+        for name in ("running_mean", "running_var"):
+            np.testing.assert_allclose(scratch.buffers[name], getattr(twin, name).numpy(), **tolerance)
+    assert int(scratch.buffers["num_batches_tracked"]) == int(twin.num_batches_tracked) == 4
+    scratch.training = False
+    twin.eval()
+    check_against_torch(scratch, twin, x, rng, **tolerance)
+
+
+def test_batch_norm2d_normalises_each_channel_over_batch_and_pixels(rng):
+    layer = BatchNorm2d(2, dtype=np.float64)
+    x = rng.standard_normal((5, 2, 3, 4)) * 7 + 3
+    out = layer.forward(x)
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1, rtol=1e-6)  # biased variance, as the forward uses
+    count = 5 * 3 * 4
+    np.testing.assert_allclose(layer.buffers["running_var"], 0.9 + 0.1 * x.var(axis=(0, 2, 3)) * count / (count - 1))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm2d_gradients_match_finite_differences(training, rng, worst_gradient_error):
+    layer = BatchNorm2d(3, dtype=np.float64)
+    random_affine(layer, rng)
+    layer.buffers["running_mean"][...] = rng.standard_normal(3)
+    layer.buffers["running_var"][...] = rng.uniform(0.5, 2.0, 3)
+    layer.training = training
+    x = rng.standard_normal((3, 3, 4, 4))
+    errors = check_layer_gradients(layer, x, rng.standard_normal(x.shape), max_coords=60, rng=rng, **CHECK)
+    if max(errors.values()) > worst_gradient_error["error"]:
+        worst_gradient_error.update(error=max(errors.values()), where=f"BatchNorm2d training={training}")
+    assert errors.keys() == {"input", "weight", "bias"} and max(errors.values()) <= GRAD_TOLERANCE, errors
+
+
+def test_batch_norm2d_has_torch_names_and_refuses_what_torch_refuses():
+    layer, twin = BatchNorm2d(4), torch.nn.BatchNorm2d(4)
+    assert ({**layer.params, **layer.buffers}.keys() == twin.state_dict().keys())
+    assert BatchNorm2d(4, affine=False).params == {}
+    with pytest.raises(ValueError, match=r"expected more than 1 value per channel when training, got input of shape"):
+        BatchNorm2d(2).forward(np.zeros((1, 2, 1, 1), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"BatchNorm2d: expected input \(N, 4, H, W\), got shape \(2, 3, 5, 5\)"):
+        layer.forward(np.zeros((2, 3, 5, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"BatchNorm2d: momentum must be in \[0, 1\], got 1.5"):
+        BatchNorm2d(4, momentum=1.5)
+    with pytest.raises(RuntimeError, match="BatchNorm2d.backward called before forward"):
+        BatchNorm2d(4).backward(np.zeros((2, 4, 1, 1)))
+
+
+@pytest.mark.parametrize("start_dim, end_dim", [(1, -1), (0, -1), (2, 3), (1, 2), (-3, -2)])
+def test_flatten_matches_torch(start_dim, end_dim, rng):
+    x = channel_major(rng.standard_normal((2, 3, 4, 5)))  # as a conv's output: the reshape must copy right
+    check_against_torch(Flatten(start_dim, end_dim), torch.nn.Flatten(start_dim, end_dim), x, rng, **FLOAT64)
+
+
+def test_flatten_refuses_dims_out_of_range_or_order():
+    with pytest.raises(ValueError, match=r"Flatten: start_dim=3, end_dim=1 do not select dims in order"):
+        Flatten(3, 1).forward(np.zeros((2, 3, 4, 5)))
+    with pytest.raises(ValueError, match=r"start_dim=1, end_dim=-1 do not select dims in order of a 1-D input"):
+        Flatten().forward(np.zeros(4))
+    with pytest.raises(RuntimeError, match="Flatten.backward called before forward"):
+        Flatten().backward(np.zeros((2, 3)))
+
+
+def test_dropout_on_a_4d_input_uses_one_mask_entry_per_element_as_on_2d(rng):
+    layer = Dropout(0.25, rng=rng)
+    x = channel_major(rng.standard_normal((8, 4, 6, 6)))
+    out = layer.forward(x)
+    assert layer.mask.shape == x.shape
+    np.testing.assert_array_equal(out, x * layer.mask)
+    assert set(np.unique(layer.mask)) <= {0.0, 1 / 0.75}
+    assert 0.15 < np.mean(layer.mask == 0) < 0.35
+    grad_out = rng.standard_normal(x.shape)
+    np.testing.assert_array_equal(layer.backward(grad_out), grad_out * layer.mask)
+    layer.next_mask = layer.mask
+    torch_out = torch.tensor(x) * torch.tensor(layer.mask)  # the torch twin applies the same mask
+    np.testing.assert_array_equal(layer.forward(x), torch_out.numpy())
+
+
+def test_dropout2d_drops_whole_channels_of_each_sample(rng):
+    layer = Dropout2d(0.5, rng=rng)
+    x = rng.standard_normal((16, 8, 5, 5)) + 10.0  # never zero by chance
+    out = layer.forward(x)
+    assert layer.mask.shape == (16, 8, 1, 1)
+    planes = out.reshape(16, 8, -1)
+    dropped = np.all(planes == 0, axis=2)
+    np.testing.assert_allclose(planes[~dropped], (x.reshape(16, 8, -1) * 2.0)[~dropped])
+    assert 0.3 < dropped.mean() < 0.7
+    grad_out = rng.standard_normal(x.shape)
+    np.testing.assert_array_equal(layer.backward(grad_out), grad_out * layer.mask)
+    layer.training = False
+    assert layer.forward(x) is x and layer.backward(grad_out) is grad_out
+    with pytest.raises(ValueError, match=r"Dropout2d.next_mask has shape \(2, 8\), the input needs \(16, 8, 1, 1\)"):
+        layer.training, layer.next_mask = True, np.ones((2, 8))
+        layer.forward(x)
