@@ -1,6 +1,6 @@
 """`python -m benchmark ...` is the same CLI as the `svt` console script."""
 import sys
 
-from benchmark.cli import main
+from benchmark.commands.cli import main
 
 sys.exit(main())

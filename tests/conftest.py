@@ -4,11 +4,11 @@ import pytest
 
 @pytest.fixture(scope="session")
 def mnist():
-    """The real MNIST, verified (benchmark.data.load_mnist), loaded once per test session.
+    """The real MNIST, verified (benchmark.data.mnist.load_mnist), loaded once per test session.
 
     Fetched into the user cache (or $SVT_DATA_DIR) on first use; later sessions read it from there.
     """
-    from benchmark.data import load_mnist
+    from benchmark.data.mnist import load_mnist
 
     return load_mnist()
 

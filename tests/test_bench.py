@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from benchmark.bench_sides import inference_flops, linear_shapes, training_flops
-from benchmark.cli import main
+from benchmark.bench.sides import inference_flops, linear_shapes, training_flops
+from benchmark.commands.cli import main
 from scratch_nn.spec import LayerSpec, ModelSpec
 
 DOCUMENTED_COLUMNS = ["spec", "dtype", "batch_size", "metric", "unit", "scratch", "torch", "ratio", "update_path"]
@@ -59,7 +59,7 @@ AVX512 = {"avx2", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
     (None, AVX512, None, None),  # NumPy not on OpenBLAS
 ])
 def test_blas_kernel_hint_only_when_avx512_kernels_are_left_unused(core, flags, forced, says):
-    from benchmark.bench_env import blas_kernel_hint
+    from benchmark.core.environment import blas_kernel_hint
 
     hint = blas_kernel_hint(core, flags, forced)
     if says is None:
@@ -111,7 +111,7 @@ def test_quick_run_writes_the_documented_csv(quick_run):
 
 def test_quick_run_states_the_update_path_the_optimizer_took(quick_run):
     """Every row names the code that ran scratch's update: the path this spec's optimiser takes here."""
-    from benchmark.bench_sides import ScratchSide
+    from benchmark.bench.sides import ScratchSide
     from scratch_nn.spec import load_spec
 
     _, _, out = quick_run

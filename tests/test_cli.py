@@ -116,7 +116,7 @@ def test_an_abbreviated_option_is_refused_not_guessed(command):
 
 @pytest.mark.parametrize("command", MODEL_COMMANDS + ["data", "specs"])
 def test_no_subcommand_takes_abbreviations(command):
-    from benchmark.cli import build_parser
+    from benchmark.commands.cli import build_parser
 
     parser = build_parser()
     assert parser.allow_abbrev is False and parser.subcommands[command].allow_abbrev is False

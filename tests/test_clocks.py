@@ -11,10 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from benchmark import lockstep, memory, training_run
-from benchmark.clocks import Stopwatch
-from benchmark.lockstep import ScratchSide, TorchSide
-from benchmark.memory import SideMemory
+from benchmark.core import memory
+from benchmark.core.clocks import Stopwatch
+from benchmark.core.memory import SideMemory
+from benchmark.run import lockstep, training_run
+from benchmark.run.lockstep import ScratchSide, TorchSide
 from scratch_nn.spec import load_spec, with_overrides
 
 SLOW = 0.2  # seconds each slowed instrumentation call sleeps: far above a tiny step, even on a busy machine
@@ -81,7 +82,7 @@ def test_observing_and_memory_accounting_stay_out_of_the_training_seconds(make_s
 
 def test_looking_inside_does_not_change_the_training(mnist):
     """The losses of every step, bit for bit, whether the run observes every step or only the first."""
-    from benchmark.data import as_inputs, as_labels
+    from benchmark.data.mnist import as_inputs, as_labels
 
     spec = with_overrides(load_spec("mnist-mlp"), layers="32:relu+dropout0.2,16:tanh+bn,10",
                           train={"batch_size": 50, "epochs": 2})

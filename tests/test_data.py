@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import data
-from benchmark.data import (
+from benchmark.core.errors import DataError
+from benchmark.core.files import write_atomically
+from benchmark.data import mnist as data
+from benchmark.data.mnist import (
     FILES,
     PACKAGE_SOURCE,
     as_inputs,
@@ -24,8 +26,6 @@ from benchmark.data import (
     write_idx,
     write_verified,
 )
-from benchmark.errors import DataError
-from benchmark.files import write_atomically
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

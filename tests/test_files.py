@@ -1,7 +1,7 @@
-"""benchmark.files: a file or folder appears whole under its name, or the earlier one stays."""
+"""benchmark.core.files: a file or folder appears whole under its name, or the earlier one stays."""
 import pytest
 
-from benchmark.files import folder_written_atomically, write_atomically
+from benchmark.core.files import folder_written_atomically, write_atomically
 
 
 def test_a_written_file_replaces_the_earlier_one_and_leaves_no_temporary(tmp_path):

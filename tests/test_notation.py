@@ -87,7 +87,7 @@ def test_describe_of_layers_matches_describe_of_the_spec():
 
 
 def test_the_report_prints_the_notation():  # sanity's header: tests/test_sanity.py
-    from benchmark.report_page import spec_blocks
+    from benchmark.report.page import spec_blocks
 
     spec = load_builtin_spec("deep-sigmoid-bn")
     assert ("p", "Layers, as --layers takes them: 8x128:sigmoid+bn,10") in spec_blocks(spec)

@@ -2,7 +2,7 @@
 
 What these tests prove:
 - gradient parity (every layer output, loss, parameter gradient and input gradient) and the
-  finite-difference referee hold at the documented tolerances (benchmark.compare.TOLERANCES) for
+  finite-difference referee hold at the documented tolerances (benchmark.parity.compare.TOLERANCES) for
   every activation x initialiser x dtype, with and without batch norm and dropout;
 - trajectory parity (parameters, optimiser states, buffers, lr after each step) holds for every
   optimiser x dtype x {plain, batch norm, dropout, both}, ending on a batch smaller than the rest;
@@ -32,12 +32,12 @@ import torch
 from torch import nn
 
 import torch_ref
-from benchmark import scratch_side
-from benchmark.cli import main
-from benchmark.compare import TOLERANCES, compare, compare_all, exact_bound
-from benchmark.parity import compare_layer, gradient_parity
-from benchmark.parity_report import ParityReport
-from benchmark.trajectory import trajectory_parity
+from benchmark.commands.cli import main
+from benchmark.parity import scratch_pass
+from benchmark.parity.compare import TOLERANCES, compare, compare_all, exact_bound
+from benchmark.parity.engine import compare_layer, gradient_parity
+from benchmark.parity.report import ParityReport
+from benchmark.parity.trajectory import trajectory_parity
 from scratch_nn import optim
 from scratch_nn.activations import ReLU, Tanh
 from scratch_nn.layers import BatchNorm1d, Dropout, Linear
@@ -357,7 +357,7 @@ def wrong_batch_norm(model, monkeypatch):
 
 
 def wrong_loss(model, monkeypatch):
-    monkeypatch.setattr(scratch_side, "build_loss", lambda spec: MeanOverFullBatch())
+    monkeypatch.setattr(scratch_pass, "build_loss", lambda spec: MeanOverFullBatch())
 
 
 # trap -> (training options that make it matter, how a scratch side falls into it, the first break)
@@ -647,5 +647,5 @@ def test_finite_differences_hold_the_masks_they_drew(seed):
     """Without masks given, the referee draws one set and keeps it for every loss evaluation."""
     model = make_model(dropout=0.5)
     x, y = make_batches([16], "float64", seed)[0]
-    report = scratch_side.numerical_parity(model, x, y)
+    report = scratch_pass.numerical_parity(model, x, y)
     assert report.ok, report.table()

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import plots, report
-from benchmark.record import COLUMNS, SIDES, RunRecord
+from benchmark.report import plots, writer
+from benchmark.report.record import COLUMNS, SIDES, RunRecord
 from scratch_nn.spec import load_spec, to_dict
 
 TEST_IMAGES = 200
@@ -102,7 +102,7 @@ def accuracy(record: RunRecord, side: str) -> float:
 def written(tmp_path_factory):
     """One complete report, shared by the tests that only read it (drawing takes seconds)."""
     record = make_record(np.random.default_rng(1234))
-    return record, report.write_report(record, tmp_path_factory.mktemp("reports"), name="run")
+    return record, writer.write_report(record, tmp_path_factory.mktemp("reports"), name="run")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,11 +112,11 @@ def written(tmp_path_factory):
 def test_confusion_matrix_counts_rows_true_columns_predicted():
     labels, predictions = np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2])
     expected = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 2]])
-    np.testing.assert_array_equal(report.confusion_matrix(labels, predictions, classes=3), expected)
+    np.testing.assert_array_equal(writer.confusion_matrix(labels, predictions, classes=3), expected)
 
 
 def test_per_class_metrics_exact_values():
-    metrics = report.per_class_metrics(np.array([[1, 1, 0], [0, 1, 0], [1, 0, 2]]))
+    metrics = writer.per_class_metrics(np.array([[1, 1, 0], [0, 1, 0], [1, 0, 2]]))
     np.testing.assert_allclose(metrics["precision"], [1 / 2, 1 / 2, 2 / 2], rtol=0, atol=1e-15)
     np.testing.assert_allclose(metrics["recall"], [1 / 2, 1 / 1, 2 / 3], rtol=0, atol=1e-15)
     np.testing.assert_allclose(metrics["f1"], [1 / 2, 2 / 3, 4 / 5], rtol=0, atol=1e-15)
@@ -125,7 +125,7 @@ def test_per_class_metrics_exact_values():
 
 def test_per_class_metrics_undefined_ratios_are_zero():
     # class 1 never occurs and is never predicted; class 2 is predicted but never right
-    metrics = report.per_class_metrics(np.array([[2, 0, 1], [0, 0, 0], [0, 0, 0]]))
+    metrics = writer.per_class_metrics(np.array([[2, 0, 1], [0, 0, 0], [0, 0, 0]]))
     np.testing.assert_allclose(metrics["precision"], [1.0, 0.0, 0.0])
     np.testing.assert_allclose(metrics["recall"], [2 / 3, 0.0, 0.0])
     np.testing.assert_allclose(metrics["f1"], [0.8, 0.0, 0.0])
@@ -138,15 +138,15 @@ def test_per_class_metrics_undefined_ratios_are_zero():
 ])
 def test_confusion_matrix_rejects_bad_input(labels, predictions, pattern):
     with pytest.raises(ValueError, match=pattern):
-        report.confusion_matrix(np.array(labels), np.array(predictions))
+        writer.confusion_matrix(np.array(labels), np.array(predictions))
 
 
 def test_disagreements_and_confident_mistakes():
-    np.testing.assert_array_equal(report.disagreements(np.array([1, 2, 3, 4]), np.array([1, 0, 3, 0])), [1, 3])
+    np.testing.assert_array_equal(writer.disagreements(np.array([1, 2, 3, 4]), np.array([1, 0, 3, 0])), [1, 3])
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.3, 0.7], [0.95, 0.05]])
     labels = np.array([1, 1, 0, 0, 0])  # wrong: 0 (conf .9), 2 (.6), 3 (.7)
-    np.testing.assert_array_equal(report.confident_mistakes(probabilities, labels, k=2), [0, 3])
-    np.testing.assert_array_equal(report.confident_mistakes(probabilities, labels, k=10), [0, 3, 2])
+    np.testing.assert_array_equal(writer.confident_mistakes(probabilities, labels, k=2), [0, 3])
+    np.testing.assert_array_equal(writer.confident_mistakes(probabilities, labels, k=10), [0, 3, 2])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_confusion_csv_is_labelled_10x10(written, side):
     record, folder = written
     frame = pd.read_csv(folder / f"confusion_{side}.csv", index_col=0)
     assert frame.index.name == "true" and list(frame.columns) == [str(label) for label in range(10)]
-    expected = report.confusion_matrix(record.test_labels, record.predictions[side])
+    expected = writer.confusion_matrix(record.test_labels, record.predictions[side])
     np.testing.assert_array_equal(frame.to_numpy(), expected)
 
 
@@ -225,7 +225,7 @@ def test_summary_carries_both_sides(written):
 
 
 def test_default_name_is_spec_and_timestamp_and_figures_are_closed(rng, tmp_path):
-    folder = report.write_report(make_record(rng), tmp_path)
+    folder = writer.write_report(make_record(rng), tmp_path)
     assert re.fullmatch(r"mnist-mlp-\d{8}-\d{6}", folder.name) and folder.parent == tmp_path
     assert plt.get_fignums() == []
 
@@ -233,24 +233,24 @@ def test_default_name_is_spec_and_timestamp_and_figures_are_closed(rng, tmp_path
 def test_default_name_makes_the_spec_name_safe_for_a_folder(rng):
     record = make_record(rng)
     record.spec = dataclasses.replace(record.spec, name="my spec/v2")
-    assert re.fullmatch(r"my-spec-v2-\d{8}-\d{6}", report.folder_name(record, None))
+    assert re.fullmatch(r"my-spec-v2-\d{8}-\d{6}", writer.folder_name(record, None))
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "../up", ".hidden"])
 def test_bad_name_is_refused(rng, tmp_path, name):
     with pytest.raises(ValueError, match="must be a plain folder name"):
-        report.write_report(make_record(rng), tmp_path, name=name)
+        writer.write_report(make_record(rng), tmp_path, name=name)
 
 
 def test_user_text_is_escaped(rng, tmp_path):
     record = make_record(rng)
     record.spec = dataclasses.replace(record.spec, description="<script>alert('x')</script> & more")
-    page = (report.write_report(record, tmp_path, name="run") / "report.html").read_text()
+    page = (writer.write_report(record, tmp_path, name="run") / "report.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
 
 
 def test_models_that_agree_everywhere_are_said_to(rng, tmp_path):
-    folder = report.write_report(make_record(rng, agree=True), tmp_path, name="run")
+    folder = writer.write_report(make_record(rng, agree=True), tmp_path, name="run")
     assert f"the two models agree on all {TEST_IMAGES} test images" in (folder / "report.html").read_text()
     assert len(pd.read_csv(folder / "disagreements.csv")) == 0
 
@@ -261,7 +261,7 @@ def test_models_that_agree_everywhere_are_said_to(rng, tmp_path):
 
 def test_stopped_run_without_predictions_says_why(rng, tmp_path):
     record = stopped_record(rng)
-    folder = report.write_report(record, tmp_path, name="diverged")
+    folder = writer.write_report(record, tmp_path, name="diverged")
     page, markdown = (folder / "report.html").read_text(), (folder / "report.md").read_text()
     assert f"Training stopped early: {html.escape(record.stopped)}" in page
     assert f"Training stopped early: {record.stopped}" in markdown
@@ -274,7 +274,7 @@ def test_stopped_run_without_predictions_says_why(rng, tmp_path):
 
 
 def test_empty_record_still_writes_every_table(tmp_path):
-    folder = report.write_report(RunRecord(spec=load_spec("mnist-mlp")), tmp_path, name="empty")
+    folder = writer.write_report(RunRecord(spec=load_spec("mnist-mlp")), tmp_path, name="empty")
     for file_name, columns in CSV_COLUMNS.items():
         frame = pd.read_csv(folder / file_name)
         assert list(frame.columns) == columns and frame.empty
@@ -288,7 +288,7 @@ def test_empty_record_still_writes_every_table(tmp_path):
 @pytest.mark.parametrize("error", [RuntimeError("plot failed"), KeyboardInterrupt()])
 def test_failure_mid_write_keeps_previous_report(rng, tmp_path, monkeypatch, error):
     record = make_record(rng)
-    before = (report.write_report(record, tmp_path, name="run") / "summary.json").read_text()
+    before = (writer.write_report(record, tmp_path, name="run") / "summary.json").read_text()
 
     def broken(*args, **kwargs):
         plt.figure()  # half-drawn: this figure must be closed too
@@ -296,16 +296,16 @@ def test_failure_mid_write_keeps_previous_report(rng, tmp_path, monkeypatch, err
 
     monkeypatch.setattr(plots, "first_layer", broken)
     with pytest.raises(type(error)):
-        report.write_report(record, tmp_path, name="run")
+        writer.write_report(record, tmp_path, name="run")
     assert [path.name for path in tmp_path.iterdir()] == ["run"]  # no .tmp-*, no .old-*
     assert (tmp_path / "run" / "summary.json").read_text() == before
     assert (tmp_path / "run" / "first_layer.png").exists() and plt.get_fignums() == []
 
 
 def test_rewrite_replaces_previous_report_at_the_end(rng, tmp_path):
-    first = report.write_report(make_record(rng), tmp_path, name="run")
+    first = writer.write_report(make_record(rng), tmp_path, name="run")
     (first / "left-over.txt").write_text("from the first report")
-    second = report.write_report(stopped_record(rng), tmp_path, name="run")
+    second = writer.write_report(stopped_record(rng), tmp_path, name="run")
     assert second == first and not (second / "left-over.txt").exists()
     assert json.loads((second / "summary.json").read_text())["stopped"] is not None
     assert [path.name for path in tmp_path.iterdir()] == ["run"]

@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import pytest
 
-from benchmark.record import COLUMNS
+from benchmark.report.record import COLUMNS
 
 SLICE = ["--train-limit", "600", "--test-limit", "300", "--epochs", "1", "--batch-size", "64",
          "--check-every", "2", "--quiet"]

@@ -1,7 +1,7 @@
 """`svt sanity`: each check passes on a case built to pass and fails on a case built to fail.
 
 What these tests prove:
-- each of the seven checks (benchmark.checks, benchmark.health) is a function returning a
+- each of the seven checks (benchmark.sanity.checks, benchmark.sanity.health) is a function returning a
   CheckResult, and it tells a healthy net from a broken one: huge output weights (1), a broken
   backward (2, 3), a symmetric zero init and a diverging learning rate (4), zeroed inputs (5), a
   tiny and a huge learning rate (6), vanishing, exploding, dead and saturated (7);
@@ -22,8 +22,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from benchmark import checks, health
-from benchmark.data import as_inputs, as_labels
+from benchmark.data.mnist import as_inputs, as_labels
+from benchmark.sanity import checks, health
 from scratch_nn.activations import ReLU
 from scratch_nn.model import MLP
 from scratch_nn.spec import LayerSpec, ModelSpec, TrainSpec, load_spec

@@ -19,9 +19,9 @@ import pytest
 from chromium_page import check_page, start_chromium
 from scipy import stats
 
-from benchmark import cli
-from benchmark.record import COLUMNS
-from benchmark.study_report import SEEDS_COLUMNS
+from benchmark.commands import cli
+from benchmark.report.record import COLUMNS
+from benchmark.study.report import SEEDS_COLUMNS
 
 SLICE = ["--train-limit", "600", "--test-limit", "300", "--epochs", "1", "--batch-size", "64", "--check-every", "4",
          "--layers", "32:relu,10"]
@@ -240,7 +240,7 @@ def test_bad_input_is_one_line(args, message, tmp_path, capsys, mnist):
 
 def test_missing_ray_names_the_extra_to_install(tmp_path):
     """Ray made unimportable in a subprocess (an absent module, not a stand-in for Ray's behaviour)."""
-    code = ("import sys; sys.modules['ray'] = None\nfrom benchmark.cli import main\n"
+    code = ("import sys; sys.modules['ray'] = None\nfrom benchmark.commands.cli import main\n"
             f"sys.exit(main(['study', '--backend', 'ray', '--seeds', '2', '--out', {str(tmp_path)!r}]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmark import study_stats
+from benchmark.study import stats as study_stats
 
 # Test accuracies (%) of ten seeds, scratch and torch of the same seed side by side.
 SCRATCH = np.array([98.41, 98.47, 98.35, 98.50, 98.44, 98.39, 98.52, 98.30, 98.45, 98.43])

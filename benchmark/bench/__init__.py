@@ -1,0 +1,1 @@
+"""The bench: time and memory of both sides, measured in subprocesses."""

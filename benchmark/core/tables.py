@@ -1,0 +1,23 @@
+"""The one plain-text table renderer of the terminal output (describe, sanity, bench)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def format_table(rows: list[dict], columns: list[str], right: tuple[str, ...] = ()) -> str:
+    """A plain-text table: one header line, a rule, one line per row."""
+    cells = [[_format_cell(row[column]) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        parts = [value.rjust(width) if column in right else value.ljust(width)
+                 for value, width, column in zip(values, widths, columns)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(columns), line(["-" * width for width in widths])] + [line(c) for c in cells])
+
+
+def _format_cell(value) -> str:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)

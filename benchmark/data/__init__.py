@@ -1,0 +1,1 @@
+"""MNIST: fetched, verified, loaded, and turned into the arrays both sides train on."""

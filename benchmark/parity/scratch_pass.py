@@ -1,0 +1,185 @@
+"""The scratch side of the parity engine, in NumPy: one batch through the model layer by layer,
+and the second referee, central finite differences in float64.
+
+    seen = scratch_pass(model, x, y, l1=0.0, masks=None)   # outputs, loss, grads, grad_inputs, ...
+    report = numerical_parity(model, x, y)                 # backward vs finite differences
+    report = layer_numerical_parity(layer, x, rng)          # one layer, through sum(forward(x) * g)
+    loss_free_names(model, train_spec)                     # trajectory rows that rounding noise sets
+
+Finite differences are judged at FD_TOLERANCE (benchmark.parity.compare), with their own noise as an
+absolute allowance (`fd_noise`): with h = 1e-6 the rounding error of a float64 loss near 2.3,
+amplified by 1/(2h), is about 3e-10 per coordinate, whatever the size of the gradient there.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmark.parity.compare import FD_NOISE_MARGIN, FD_TOLERANCE, compare_all
+from benchmark.parity.report import ParityReport
+from scratch_nn.gradcheck import numerical_gradient, sample_indices
+from scratch_nn.layers import BatchNorm1d, Dropout
+from scratch_nn.losses import build_loss
+from scratch_nn.train import add_l1_gradient, l1_penalty
+
+FD_STEP = 1e-6
+FD_SAMPLES = 12  # coordinates per parameter tensor checked by finite differences (all, if fewer)
+FD_BATCH = 16  # examples the model-level referee uses
+
+
+@dataclass
+class Pass:
+    """Everything one side computed for one batch, keyed by layer ("layers.0") or tensor name."""
+
+    outputs: dict[str, np.ndarray]  # layer -> its output
+    loss: np.ndarray  # scalar, l1 penalty included
+    grads: dict[str, np.ndarray]  # parameter -> dL/dparameter, l1 * sign(W) included
+    grad_inputs: dict[str, np.ndarray]  # layer -> dL/d(its input)
+    grad_outputs: dict[str, np.ndarray]  # layer -> dL/d(its output), what its backward was given
+    buffers: dict[str, np.ndarray]  # after the forward (batch norm updates them in training)
+    masks: dict[str, np.ndarray]  # dropout layer -> the mask it applied
+    grad_logits: np.ndarray  # dL/d(logits): what the loss's backward handed the last layer
+
+
+def scratch_pass(model, x: np.ndarray, y: np.ndarray, l1: float = 0.0, masks: dict | None = None) -> Pass:
+    """Forward and backward of a scratch MLP layer by layer (which is all `MLP.forward`/`backward`
+    do), keeping copies of every intermediate. `masks` are injected into the dropout layers."""
+    if x.dtype != model.dtype:
+        raise ValueError(f"x has dtype {x.dtype}, the model is {model.dtype}; convert with x.astype(np.{model.dtype})")
+    loss_fn, layers = build_loss(model.spec), model.named_layers()
+    outputs, grad_inputs, grad_outputs = {}, {}, {}
+    hidden = x
+    for name, layer in layers:
+        if name in (masks or {}):
+            layer.next_mask = masks[name]
+        hidden = layer.forward(hidden)
+        outputs[name] = hidden.copy()  # layers may reuse their arrays; keep what was returned now
+    loss = loss_fn.forward(hidden, y) + l1_penalty(model, l1)
+    grad = loss_fn.backward()
+    grad_logits = grad.copy()
+    for name, layer in reversed(layers):
+        grad_outputs[name] = grad.copy()
+        grad = layer.backward(grad)
+        grad_inputs[name] = grad.copy()
+    add_l1_gradient(model, l1)
+    grads = {name: grad.copy() for name, grad in model.named_gradients()}
+    used = {name: layer.mask for name, layer in layers if isinstance(layer, Dropout) and layer.training}
+    return Pass(outputs, np.asarray(loss), grads, grad_inputs, grad_outputs,
+                {name: value.copy() for name, value in model.named_buffers()}, used, grad_logits)
+
+
+def batch_sum_scale(layer_input: np.ndarray, output: np.ndarray, grad_out: np.ndarray) -> float:
+    """sum_n |g_n|max * max(1, |input_n|max, |output_n|max): a bound on the sum of the absolute terms
+    a layer's parameter gradient adds up over the batch (Linear: g_n x_n, g_n; BatchNorm1d:
+    g_n x_hat_n, g_n). Rounding error in a sum scales with its terms, not with its result: where
+    the terms cancel (the bias before a BatchNorm1d) it is all that is left."""
+    def row_max(array: np.ndarray) -> np.ndarray:
+        return np.abs(array.reshape(len(array), -1)).max(axis=1, initial=0.0).astype(np.float64)
+
+    factor = np.maximum(1.0, np.maximum(row_max(layer_input), row_max(output)))
+    return float(np.sum(row_max(grad_out) * factor))
+
+
+def as_float64(model):
+    """A copy of a scratch model with every parameter, gradient and floating buffer in float64."""
+    model = copy.deepcopy(model)
+    model.dtype = np.dtype(np.float64)
+    for _, layer in model.named_layers():
+        for table in (layer.params, layer.grads, layer.buffers):
+            for key, value in table.items():
+                if value.dtype.kind == "f":
+                    table[key] = value.astype(np.float64)
+    return model
+
+
+def numerical_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float = 0.0, masks: dict | None = None,
+                     samples: int = FD_SAMPLES, batch: int = FD_BATCH, seed: int = 0) -> ParityReport:
+    """The second referee: the scratch model's own backward, in float64, against central finite
+    differences of its loss, at `samples` random coordinates of every parameter tensor, on the
+    first `batch` examples (a loss evaluation per coordinate and side: a small batch keeps it cheap).
+
+    Runs on a float64 copy (the model is not changed), with the dropout masks held fixed.
+    """
+    model = as_float64(scratch_model)
+    x, y = x[:batch].astype(np.float64), y[:batch]
+    masks = {name: mask[:batch].astype(np.float64) for name, mask in (masks or {}).items()}
+    loss_fn, kinds = build_loss(model.spec), {name: type(layer).__name__ for name, layer in model.named_layers()}
+
+    seen = scratch_pass(model, x, y, l1, masks)  # draws the masks it was not given
+
+    def loss() -> float:  # every evaluation with the very masks the analytic pass used
+        return float(scratch_pass_forward(model, loss_fn, x, y, l1, seen.masks))
+
+    analytic, rng, pairs = seen.grads, np.random.default_rng(seed), []
+    for name, param in model.named_parameters():
+        indices = sample_indices(param.size, samples, rng)
+        numeric = numerical_gradient(loss, param, FD_STEP, indices)
+        layer = name.rpartition(".")[0]
+        pairs.append((f"fd/{name}.grad", kinds[layer], "grad",
+                      analytic[name].reshape(-1)[indices], numeric))
+    rows = compare_all(pairs, FD_TOLERANCE, "float64", "numerical", atol=fd_noise(abs(float(seen.loss))))
+    return ParityReport(rows, "float64")
+
+
+def fd_noise(magnitude: float) -> float:
+    """The absolute noise of a central difference of a float64 function of size `magnitude`."""
+    return FD_NOISE_MARGIN * np.finfo(np.float64).eps * max(magnitude, 1.0) / (2 * FD_STEP)
+
+
+def scratch_pass_forward(model, loss_fn, x: np.ndarray, y: np.ndarray, l1: float, masks: dict) -> float:
+    """The loss only (masks re-injected: each training forward consumes its `next_mask`)."""
+    for name, layer in model.named_layers():
+        if name in masks:
+            layer.next_mask = masks[name]
+    return loss_fn.forward(model.forward(x), y) + l1_penalty(model, l1)
+
+
+def layer_numerical_parity(layer, x: np.ndarray, rng: np.random.Generator, samples: int = FD_SAMPLES) -> ParityReport:
+    """One layer's backward against central finite differences of sum(forward(x) * g), g random.
+
+    Checks the input gradient and every parameter gradient at up to `samples` coordinates each.
+    A dropout-style layer keeps the mask of its first forward (through `next_mask`).
+    """
+    if x.dtype != np.float64:
+        raise ValueError(f"the finite-difference referee needs dtype 'float64' (got {x.dtype}): in float32 "
+                         f"the rounding error of the loss, amplified by 1/h, swamps the derivative")
+    output = layer.forward(x)
+    grad_out = rng.standard_normal(output.shape)
+    mask = getattr(layer, "mask", None) if getattr(layer, "training", False) else None
+
+    def forward() -> np.ndarray:
+        if mask is not None:
+            layer.next_mask = mask
+        return layer.forward(x)
+
+    magnitude = float(np.sum(np.abs(forward() * grad_out)))
+    analytic = {"grad_input": np.array(layer.backward(grad_out))}
+    analytic.update({f"{name}.grad": value.copy() for name, value in layer.grads.items()})
+    arrays = {"grad_input": x, **{f"{name}.grad": value for name, value in layer.params.items()}}
+    kind, pairs = type(layer).__name__, []
+    for name, array in arrays.items():  # perturbs x and the live parameters in place, restoring them
+        indices = sample_indices(array.size, samples, rng)
+        numeric = numerical_gradient(forward, array, FD_STEP, indices, grad_out)  # of sum(forward() * grad_out)
+        pairs.append((f"fd/{name}", kind, "grad", analytic[name].reshape(-1)[indices], numeric))
+    return ParityReport(compare_all(pairs, FD_TOLERANCE, "float64", "numerical", fd_noise(magnitude)), "float64")
+
+
+def loss_free_names(model, train_spec) -> set[str]:
+    """Trajectory rows set by rounding noise, not judged: with an adaptive optimiser (adam, adamw,
+    rmsprop), the bias of a Linear followed by BatchNorm1d and its optimiser states. The bias cannot
+    change the loss (the batch mean is subtracted), so its gradient is rounding noise, which
+    dividing by sqrt(v) + eps turns into steps of size lr, different on the two sides. (The
+    BatchNorm's running_mean, which such a bias moves, is judged: every step starts both sides from
+    the same state, so the noise of one step does not reach the next.)"""
+    if train_spec.optimizer == "sgd":
+        return set()
+    layers = model.named_layers()
+    names = set()
+    for (name, layer), (_, following) in zip(layers, layers[1:]):
+        if isinstance(following, BatchNorm1d) and following.training and "bias" in layer.params:
+            names.add(f"{name}.bias")
+            states = ("step", "exp_avg", "exp_avg_sq", "square_avg", "momentum_buffer")
+            names |= {f"{name}.bias.{key}" for key in states}
+    return names

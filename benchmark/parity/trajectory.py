@@ -1,0 +1,217 @@
+"""Trajectory parity: K optimiser steps of the scratch model and its torch twin, compared step by step.
+
+    report = trajectory_parity(model, train_spec, batches)   # one step per (x, y) batch
+    print(report.step_table()); report.ok
+
+Each step is judged from synchronized state: the torch twin starts it from exactly the scratch
+side's parameters, optimiser state (momentum_buffer, exp_avg, ...), buffers and lr, steps on the
+same batch with the same dropout masks, and after the step every parameter, optimiser state,
+buffer and the lr are compared (the loss is the one before the step). So a difference is always
+one step's difference: a ReLU unit that crosses its kink at step 3 does not carry into steps 4-10.
+In float32 a float64 twin, synchronized the same way, is the exact reference (benchmark.parity.compare).
+
+Beside it the free-running drift is reported: a second torch twin that is never synchronized,
+trained on the same batches, and its distance from the scratch model's parameters after each step
+(`ParityReport.drift`), which grows as rounding differences compound (not judged).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from benchmark.parity import kinks
+from benchmark.parity.compare import TOLERANCES, compare_all, compare_with_exact
+from benchmark.parity.engine import Sides, as_float64, explain_kinks, explain_locally, judge_pass, layer_kinds, twin
+from benchmark.parity.report import ParityReport
+from benchmark.parity.scratch_pass import loss_free_names, scratch_pass
+
+
+def scratch_state(model, optimizer) -> dict[str, np.ndarray]:
+    """Parameters, optimiser states ("layers.0.weight.exp_avg"), buffers and "lr" of the scratch side."""
+    state = {}
+    for name, value in model.named_parameters():
+        state[name] = value.copy()
+        state.update({f"{name}.{key}": np.array(entry) for key, entry in optimizer.state.get(name, {}).items()
+                      if entry is not None})
+    state.update({name: value.copy() for name, value in model.named_buffers()})
+    state["lr"] = np.array(optimizer.lr)
+    return state
+
+
+def state_pairs(prefix: str, kinds: dict[str, str], a: dict, b: dict) -> list[tuple]:
+    """Pair two states by name; a name on one side only is a break (NaN stands in for it). The
+    kind of tensor: "param", the state ("exp_avg", ...) or buffer ("running_var", ...); None for
+    the loss and lr."""
+    pairs = []
+    for name in [*a, *(key for key in b if key not in a)]:
+        parts = name.split(".")  # layers, 0, weight[, exp_avg] | layers, 1, running_mean | lr | loss
+        layer = ".".join(parts[:2])
+        kind = None if len(parts) < 3 else "param" if len(parts) == 3 and parts[2] in ("weight", "bias") else parts[-1]
+        pairs.append((f"{prefix}{name}", kinds.get(layer, ""), kind,
+                      np.asarray(a.get(name, np.nan)), np.asarray(b.get(name, np.nan))))
+    return pairs
+
+
+class TorchStepper:
+    """A torch twin of a scratch model with its optimiser and scheduler, in `dtype`, stepped on
+    NumPy batches; `step(..., start=state)` first loads a scratch state (synchronized step)."""
+
+    def __init__(self, model, train_spec, dtype: str) -> None:
+        import torch_ref
+
+        self.module = twin(model, dtype)
+        self.optimizer = torch_ref.build_optimizer(train_spec, self.module)
+        self.scheduler = torch_ref.build_scheduler(train_spec, self.optimizer)
+        self.loss_fn, self.dtype, self.l1 = torch_ref.build_loss(model.spec), dtype, train_spec.l1
+
+    def step(self, x: np.ndarray, y: np.ndarray, masks: dict, step_scheduler: bool,
+             start: dict | None = None, nudges: dict | None = None):
+        """One training step; returns what the pass recorded and {"loss" before it, **state after it}."""
+        import torch_ref
+
+        if start is not None:
+            torch_ref.load_training_state(self.module, self.optimizer, start)
+        self.schedule = None if self.scheduler is None else copy.deepcopy(self.scheduler.state_dict())
+        x, masks = x.astype(self.dtype), {name: mask.astype(self.dtype) for name, mask in masks.items()}
+        seen = torch_ref.forward_backward(self.module, self.loss_fn, x, y, self.l1, masks, nudges)
+        self.optimizer.step()
+        if step_scheduler and self.scheduler is not None:
+            self.scheduler.step()
+        return seen, {"loss": seen.loss, **torch_ref.training_state(self.module, self.optimizer)}
+
+    def loaded(self, start: dict):
+        """Load `start` (a scratch state) and return a copy of the module as it then is."""
+        import torch_ref
+
+        torch_ref.load_training_state(self.module, self.optimizer, start)
+        return copy.deepcopy(self.module)
+
+    def update(self, start: dict, grads: dict[str, np.ndarray], step_scheduler: bool) -> dict[str, np.ndarray]:
+        """The last step's update alone: from `start`, the optimiser (and scheduler) step on the given
+        gradients instead of computed ones. Returns the state after it, as `step` does (no loss)."""
+        import torch
+
+        import torch_ref
+
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(self.schedule)
+        torch_ref.load_training_state(self.module, self.optimizer, start)
+        for name, param in self.module.named_parameters():
+            param.grad = torch.from_numpy(np.array(grads[name])).to(param.dtype)
+        self.optimizer.step()
+        if step_scheduler and self.scheduler is not None:
+            self.scheduler.step()
+        return torch_ref.training_state(self.module, self.optimizer)
+
+    def retry(self, *step_arguments, **step_keywords):
+        """The last step again, from its start (`start` must be given again): the scheduler is
+        set back to where that step found it."""
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(self.schedule)
+        return self.step(*step_arguments, **step_keywords)
+
+
+def parameter_drift(scratch: dict[str, np.ndarray], torch: dict[str, np.ndarray], names) -> float:
+    """||w_scratch - w_torch|| / ||w_torch|| over all the named parameters together."""
+    difference = sum(float(np.sum((scratch[name].astype(np.float64) - torch[name]) ** 2)) for name in names)
+    norm = sum(float(np.sum(torch[name].astype(np.float64) ** 2)) for name in names)
+    return math.sqrt(difference / norm) if norm else math.sqrt(difference)
+
+
+def trajectory_parity(scratch_model, train_spec, batches: list[tuple[np.ndarray, np.ndarray]], *,
+                      step_schedulers: bool = False, tolerance: float | None = None) -> ParityReport:
+    """Train a copy of `scratch_model` for one step per batch, each step compared with its torch
+    twin started from the same state (see the module docstring).
+
+    Step k's rows: first its pass as `gradient_parity` judges it (`step k/layers.0.output`, ...,
+    `step k/loss`, `step k/layers.0.weight.grad`, ...), then after the update every parameter,
+    optimiser state (`step k/layers.0.weight.exp_avg`, ...) and `step k/lr`. Batches may differ in
+    size (a short last batch). `step_schedulers` steps both lr schedulers after every step (in
+    training they step once per epoch), so that a few steps cover a schedule. Rows of
+    `loss_free_names` are shown with tolerance inf ("n/a"). `tolerance`: float64 only (default 1e-10).
+    """
+    from scratch_nn import optim, schedulers
+
+    model = copy.deepcopy(scratch_model)
+    dtype, kinds = model.spec.dtype, layer_kinds(model)
+    optimizer = optim.build_optimizer(train_spec, dict(model.named_parameters()))
+    scheduler = schedulers.build_scheduler(train_spec, optimizer)
+    synced, free = TorchStepper(model, train_spec, dtype), TorchStepper(model, train_spec, dtype)
+    exact = TorchStepper(model, train_spec, "float64") if dtype == "float32" else None
+    tolerance = TOLERANCES["float64"] if tolerance is None else tolerance
+    unjudged, names = loss_free_names(model, train_spec), [name for name, _ in model.named_parameters()]
+    buffers = {name for name, _ in model.named_buffers()}  # judged in the pass rows, not again
+
+    def updated(state: dict) -> dict:
+        return {name: value for name, value in state.items() if name not in buffers and name != "loss"}
+
+    report = ParityReport([], dtype)
+    for step, (x, y) in enumerate(batches, start=1):
+        prefix, start = f"step {step}/", scratch_state(model, optimizer)
+        scratch = scratch_pass(model, x, y, train_spec.l1)
+        seen, torch_after = synced.step(x, y, scratch.masks, step_schedulers, start)
+        exact_seen, exact_after, module64 = None, None, None
+        if exact is not None:
+            exact_arguments = (x.astype(np.float64), y, as_float64(scratch.masks), step_schedulers,
+                               as_float64(start))
+            module64 = exact.loaded(exact_arguments[-1])  # the float64 twin before the step, for explanations
+            exact_seen, exact_after = exact.step(*exact_arguments[:-1])
+        sides = Sides(scratch, seen, exact_seen, module64, synced.loss_fn)
+        for row in judge_pass(sides, kinds, x, y, train_spec.l1, tolerance):
+            row.name = prefix + row.name
+            report.rows.append(row)
+        optimizer.step(scratch.grads)
+        if step_schedulers and scheduler is not None:
+            scheduler.step()
+        after = updated(scratch_state(model, optimizer))
+        if exact is None:
+            rows = compare_all(state_pairs(prefix, kinds, after, updated(torch_after)), tolerance, dtype,
+                               kind_floor=1.0)
+        else:
+            rows = judge_float32_step(prefix, kinds, unjudged, (x, scratch, seen, after, updated(torch_after)),
+                                      (exact_seen, updated(exact_after)),
+                                      lambda nudges: updated(exact.retry(*exact_arguments, nudges)[1]),
+                                      lambda grads: updated(exact.update(as_float64(start), as_float64(grads),
+                                                                         step_schedulers)))
+        report.rows += unjudge(rows, prefix, unjudged)
+        _, free_after = free.step(x, y, scratch.masks, step_schedulers)
+        report.drift[f"step {step}"] = parameter_drift(after, free_after, names)
+    return report
+
+
+def unjudge(rows: list, prefix: str, unjudged: set[str]) -> list:
+    """Rows of `loss_free_names` get tolerance inf: shown, not judged."""
+    for row in rows:
+        if row.name.removeprefix(prefix) in unjudged:
+            row.tolerance = math.inf
+    return rows
+
+
+def judge_float32_step(prefix: str, kinds: dict[str, str], unjudged: set[str], sides: tuple, exact: tuple,
+                       nudged_step, update_alone) -> list:
+    """The state after one float32 step judged against the float64 twin's step from the same state,
+    `exact` = (recorded, state after). Rows out of bound: kink crossings of that step's pass (the
+    reference recomputed by `nudged_step(nudges)` -> state after), then the update rule alone
+    (`update_alone(grads)` -> the state float64 makes of a side's own gradients, which the step's
+    pass rows have judged)."""
+    x, scratch, seen, after, torch_after = sides
+    exact_seen, exact_after = exact
+
+    def judge(scratch_reference, torch_reference=exact_after):
+        return unjudge(compare_with_exact(state_pairs(prefix, kinds, after, torch_after),
+                                          state_pairs(prefix, kinds, after, scratch_reference),
+                                          state_pairs(prefix, kinds, torch_after, torch_reference), kind_floor=1.0),
+                       prefix, unjudged)
+
+    rows = judge(exact_after)
+
+    def find():
+        return kinks.crossings(kinds, kinks.layer_inputs(kinds, x, scratch.outputs),
+                               kinks.layer_inputs(kinds, x.astype(np.float64), exact_seen.outputs),
+                               kinks.layer_inputs(kinds, x, seen.outputs))
+
+    explain_kinks(rows, find, lambda nudges: judge(nudged_step(nudges)))
+    explain_locally(rows, lambda: judge(update_alone(scratch.grads), update_alone(seen.grads)))
+    return rows

@@ -1,0 +1,1 @@
+"""The run: both sides trained side by side on the same batches, measured as they go."""

@@ -1,0 +1,1 @@
+"""The training-sanity checks: why does my network not learn?"""

@@ -1,0 +1,1 @@
+"""The multi-seed study: many runs, paired statistics, on local processes or Ray."""
