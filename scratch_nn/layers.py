@@ -2,10 +2,10 @@
 
 They follow the one layer protocol of `scratch_nn.layer.Layer` (params, grads, buffers, training,
 forward, backward(grad_out, input_grad=True)). The maths sits in pure functions (`linear_forward`,
-`batch_norm_backward`, ...); the classes hold the arrays. Gradients are written into arrays allocated once per layer (`out=`), so a training
-step allocates no new gradient arrays and `layer.grads` stays the same dict of the same arrays.
-Layers look their arrays up in these dicts on every call, so replacing an entry (say, by a float64
-copy) is safe.
+`batch_norm_backward`, ...); the classes hold the arrays. Gradients are written into arrays
+allocated once per layer (`out=`), so a training step allocates no new gradient arrays and
+`layer.grads` stays the same dict of the same arrays. Layers look their arrays up in these dicts on
+every call, so replacing an entry (say, by a float64 copy) is safe.
 """
 from __future__ import annotations
 

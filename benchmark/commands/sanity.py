@@ -80,7 +80,8 @@ def sanity_data(spec, mnist, rng: np.random.Generator) -> dict:
     train = order[:min(needed, len(order) - HELD_OUT)]
 
     def arrays(chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return as_inputs(mnist.train_images[chosen], spec.model.dtype), as_labels(mnist.train_labels[chosen])
+        return (as_inputs(mnist.train_images[chosen], spec.model.dtype, shape=spec.model.input_shape),
+                as_labels(mnist.train_labels[chosen]))
 
     return {"train": arrays(train), "held_out": arrays(order[-HELD_OUT:])}
 
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.commands.specargs import spec_from_args
     from benchmark.data.mnist import load_mnist
     from scratch_nn.model import MLP
-    from scratch_nn.notation import format_layers
+    from scratch_nn.notation import layers_text
 
     spec = spec_from_args(args)
     check_input(spec, args)
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(spec.train.seed)
     model = MLP(spec.model, rng)  # the init draws come first, then the permutation, as in training
     data = sanity_data(spec, mnist, rng)
-    print(f"sanity: spec {spec.name} (--layers {format_layers(spec.model)}; {spec.model.dtype}, "
+    print(f"sanity: spec {spec.name} (--layers {layers_text(spec.model)}; {spec.model.dtype}, "
           f"init {spec.model.init}, {spec.train.optimizer} lr={spec.train.lr:g}, batch {spec.train.batch_size}, "
           f"seed {spec.train.seed})")
     results = []

@@ -19,7 +19,6 @@ import numpy as np
 
 from benchmark.core.clocks import Stopwatch
 from benchmark.core.memory import SideMemory
-from scratch_nn.layers import Dropout
 from scratch_nn.losses import build_loss, softmax
 from scratch_nn.model import MLP
 from scratch_nn.optim import build_optimizer
@@ -32,13 +31,13 @@ TANH_TAIL = 0.99     # a tanh output beyond +-0.99 is saturated (slope < 0.02)
 
 
 def unit_stats(kind: str, output: np.ndarray) -> dict:
-    """Dead fraction (ReLU: units never positive over the batch) and saturated fraction (Sigmoid,
-    Tanh: outputs in the flat tails) of one activation layer's (N, units) output; NaN where the
-    statistic does not apply to that activation."""
-    dead = float(np.mean(np.all(output <= 0, axis=0))) if kind == "ReLU" else np.nan
-    if kind == "Sigmoid":
+    """Dead fraction (relu: units never positive over the batch) and saturated fraction (sigmoid,
+    tanh: outputs in the flat tails) of one activation layer's (N, units) output, `kind` being the
+    layer's type in the spec's list; NaN where the statistic does not apply to that layer."""
+    dead = float(np.mean(np.all(output <= 0, axis=0))) if kind == "relu" else np.nan
+    if kind == "sigmoid":
         saturated = float(np.mean((output < SIGMOID_TAIL) | (output > 1 - SIGMOID_TAIL)))
-    elif kind == "Tanh":
+    elif kind == "tanh":
         saturated = float(np.mean(np.abs(output) > TANH_TAIL))
     else:
         saturated = np.nan
@@ -102,10 +101,10 @@ class ScratchSide:
         """`model.forward`, layer by layer, keeping the activation statistics of each layer."""
         units = []
         hidden = x
-        for name, layer in self.model.named_layers():
+        for (name, layer), layer_spec in zip(self.model.named_layers(), self.model.spec.layers):
             hidden = layer.forward(hidden)
             with self.instrumentation:
-                stats = unit_stats(type(layer).__name__, hidden)
+                stats = unit_stats(layer_spec.type, hidden)
                 if not (np.isnan(stats["dead_fraction"]) and np.isnan(stats["saturated_fraction"])):
                     units.append({"layer": name, **stats})
         self.diagnostics["units"] = units
@@ -113,7 +112,8 @@ class ScratchSide:
 
     def masks(self) -> dict[str, np.ndarray]:
         """The dropout masks of the last training forward, by layer name."""
-        return {name: layer.mask for name, layer in self.model.named_layers() if isinstance(layer, Dropout)}
+        return {name: layer.mask for (name, layer), layer_spec in zip(self.model.named_layers(), self.model.spec.layers)
+                if layer_spec.type == "dropout"}
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 2000) -> tuple[float, np.ndarray]:
         """Eval-mode mean loss over (x, y) and the softmax probabilities (N, classes)."""
@@ -194,16 +194,16 @@ class TorchSide:
         """Forward hooks that record each activation layer's statistics into `diagnostics`."""
         units = self.diagnostics["units"] = []
 
-        def hook(name):
+        def hook(name, kind):
             def record(layer, inputs, output):
                 with self.instrumentation:
-                    stats = unit_stats(type(layer).__name__, output.detach().numpy())
+                    stats = unit_stats(kind, output.detach().numpy())
                     if not (np.isnan(stats["dead_fraction"]) and np.isnan(stats["saturated_fraction"])):
                         units.append({"layer": name, **stats})
             return record
 
-        return [layer.register_forward_hook(hook(f"layers.{index}"))
-                for index, layer in enumerate(self.module.layers)]
+        return [layer.register_forward_hook(hook(f"layers.{index}", layer_spec.type))
+                for index, (layer, layer_spec) in enumerate(zip(self.module.layers, self.module.spec.layers))]
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 2000) -> tuple[float, np.ndarray]:
         torch = self.torch

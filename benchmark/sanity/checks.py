@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from scratch_nn.layers import Dropout
 from scratch_nn.losses import build_loss
 from scratch_nn.optim import build_optimizer
 from scratch_nn.spec import TrainSpec
@@ -55,8 +54,8 @@ def working_copy(model, dropout: bool = True):
     """A deep copy of `model` in training mode; `dropout=False` turns its Dropout layers off only
     (BatchNorm keeps using batch statistics)."""
     model = copy.deepcopy(model).train()
-    for layer in model.layers:
-        if isinstance(layer, Dropout):
+    for layer, layer_spec in zip(model.layers, model.spec.layers):
+        if layer_spec.type == "dropout":
             layer.training = dropout
     return model
 
