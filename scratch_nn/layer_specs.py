@@ -61,6 +61,7 @@ class LayerSpec:
     type: ClassVar[str]
     role: ClassVar[str] = "other"
     vector_input: ClassVar[bool] = False  # True: needs (N, features), as Linear and BatchNorm1d
+    always_shown: ClassVar[tuple[str, ...]] = ()  # settings written out even at their default
 
     def check(self, where: str) -> None:
         """Raise SpecError if a setting is out of range (the default: nothing to check)."""
@@ -75,7 +76,7 @@ class LayerSpec:
     def to_dict(self) -> dict[str, Any]:
         """The entry as it is written in a spec: `type`, then the settings that are not the default."""
         changed = {field.name: getattr(self, field.name) for field in fields(self)
-                   if getattr(self, field.name) != field.default}
+                   if getattr(self, field.name) != field.default or field.name in self.always_shown}
         return {"type": self.type, **changed}
 
     def toml(self) -> str:
@@ -130,6 +131,7 @@ class DropoutSpec(LayerSpec):
     p: float = 0.5
 
     type = "dropout"
+    always_shown = ("p",)
 
     def check(self, where):
         check_number(self.p, "p", where, 0.0, 1.0)
@@ -191,6 +193,7 @@ class LeakyReLUSpec(ActivationSpec):
     negative_slope: float = 0.01
 
     type = nonlinearity = "leaky_relu"
+    always_shown = ("negative_slope",)
 
     def check(self, where):
         check_number(self.negative_slope, "negative_slope", where, 0.0, 1.0)

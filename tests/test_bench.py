@@ -16,7 +16,8 @@ import pytest
 
 from benchmark.bench.sides import inference_flops, linear_shapes, training_flops
 from benchmark.commands.cli import main
-from scratch_nn.spec import LayerSpec, ModelSpec
+from scratch_nn.notation import parse_layers
+from scratch_nn.spec import ModelSpec
 
 DOCUMENTED_COLUMNS = ["spec", "dtype", "batch_size", "metric", "unit", "scratch", "torch", "ratio", "update_path"]
 DOCUMENTED_METRICS = {"step_time", "forward_time", "backward_time", "update_time", "inference_time",
@@ -25,8 +26,7 @@ DOCUMENTED_METRICS = {"step_time", "forward_time", "backward_time", "update_time
 
 
 def tiny(*hidden: int, input_size: int = 3, output_size: int = 2) -> ModelSpec:
-    return ModelSpec(layers=tuple(LayerSpec(units) for units in hidden), input_size=input_size,
-                     output_size=output_size)
+    return ModelSpec(layers=parse_layers(",".join(map(str, (*hidden, output_size)))), input_shape=(input_size,))
 
 
 @pytest.mark.parametrize("model, batch, forward, training", [

@@ -40,10 +40,12 @@ from benchmark.parity.report import ParityReport
 from benchmark.parity.trajectory import trajectory_parity
 from scratch_nn import optim
 from scratch_nn.activations import ReLU, Tanh
+from scratch_nn.layer_specs import LinearSpec
 from scratch_nn.layers import BatchNorm1d, Dropout, Linear
 from scratch_nn.losses import CrossEntropyLoss
 from scratch_nn.model import MLP
-from scratch_nn.spec import ACTIVATIONS, INITS, OPTIMIZERS, LayerSpec, ModelSpec, TrainSpec, validate_model
+from scratch_nn.notation import block_layers
+from scratch_nn.spec import ACTIVATIONS, INITS, OPTIMIZERS, ModelSpec, TrainSpec, validate_model
 
 INPUTS, CLASSES = 20, 10
 OPTIONS = [(False, 0.0), (True, 0.0), (False, 0.25), (True, 0.25)]  # (batch_norm, dropout) of layer 1
@@ -69,8 +71,8 @@ def one_torch_thread():
 
 def make_model(activation="relu", dtype="float64", init="kaiming_uniform", batch_norm=False, dropout=0.0,
                seed=0, **model) -> MLP:
-    first = LayerSpec(12, activation, negative_slope=0.1, batch_norm=batch_norm, dropout=dropout)
-    spec = ModelSpec(layers=(first, LayerSpec(8, "tanh")), input_size=INPUTS, output_size=CLASSES, init=init,
+    layers = (*block_layers(12, activation, 0.1, batch_norm, dropout), *block_layers(8, "tanh"), LinearSpec(CLASSES))
+    spec = ModelSpec(layers=layers, input_shape=(INPUTS,), init=init,
                      init_value=0.05 if init == "constant" else 0.0, dtype=dtype, **model)
     validate_model(spec)
     return MLP(spec, np.random.default_rng(seed))

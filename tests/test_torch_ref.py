@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import torch_ref
+from scratch_nn.layer_specs import LinearSpec
 from scratch_nn.model import MLP
-from scratch_nn.spec import ACTIVATIONS, OPTIMIZERS, LayerSpec, ModelSpec, TrainSpec
+from scratch_nn.notation import block_layers, parse_layers
+from scratch_nn.spec import ACTIVATIONS, OPTIMIZERS, ModelSpec, TrainSpec
 
 TORCH_CLASSES = {"identity": nn.Identity, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
                  "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
@@ -29,8 +31,8 @@ def rng():
 
 
 def small_spec(activation="relu", batch_norm=False, dropout=0.0, dtype="float64", **model) -> ModelSpec:
-    hidden = LayerSpec(6, activation, negative_slope=0.2, batch_norm=batch_norm, dropout=dropout)
-    return ModelSpec(layers=(hidden, LayerSpec(5, "tanh")), input_size=4, output_size=3, dtype=dtype, **model)
+    layers = (*block_layers(6, activation, 0.2, batch_norm, dropout), *block_layers(5, "tanh"), LinearSpec(3))
+    return ModelSpec(layers=layers, input_shape=(4,), dtype=dtype, **model)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -194,8 +196,7 @@ def test_weights_saved_by_scratch_load_into_the_torch_model(tmp_path, dtype):
     """save_npz writes torch's state_dict keys: the file loads into the twin and both predict alike."""
     from scratch_nn.io import save_npz
 
-    spec = ModelSpec(layers=(LayerSpec(16, "relu", batch_norm=True), LayerSpec(8, "tanh")), input_size=12,
-                     output_size=4, dtype=dtype)
+    spec = ModelSpec(layers=parse_layers("16:relu+bn,8:tanh,4"), input_shape=(12,), dtype=dtype)
     scratch = MLP(spec, np.random.default_rng(5))
     path = save_npz(scratch, tmp_path / "weights.npz")
     twin = torch_ref.build_model(spec)
