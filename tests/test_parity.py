@@ -423,8 +423,8 @@ class ScaledTanh(Tanh):
         super().__init__()
         self.factor = factor
 
-    def _backward(self, grad_out, cache):
-        return super()._backward(grad_out, cache) * self.factor
+    def _gradient(self, grad_out, cache):
+        return super()._gradient(grad_out, cache) * self.factor
 
 
 class BiasGradientNotAveraged(Linear):
@@ -439,17 +439,17 @@ class BiasGradientNotAveraged(Linear):
 class DropoutMaskForgottenInBackward(Dropout):
     """Planted: the backward passes the gradient of the dropped units on."""
 
-    def backward(self, grad_out):
-        super().backward(grad_out)
+    def backward(self, grad_out, input_grad=True):
+        super().backward(grad_out, input_grad)
         return grad_out
 
 
 class BatchNormWithoutMeanTerm(BatchNorm1d):
     """Planted: dL/dx = gamma / sigma * (g - x_hat * mean(g x_hat)), without the - mean(g) term."""
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, input_grad=True):
         _, inv_std, _ = self._cache
-        return super().backward(grad_out) + self.params["weight"] * inv_std * grad_out.mean(axis=0)
+        return super().backward(grad_out, input_grad) + self.params["weight"] * inv_std * grad_out.mean(axis=0)
 
 
 class AdamWithoutBiasCorrection(optim.Adam):
@@ -525,7 +525,7 @@ def test_planted_optimiser_bug_breaks(bug, dtype, seed, monkeypatch):
 class LeakyBackwardReLU(ReLU):
     """Broken on purpose: the backward lets the gradient of negative inputs through."""
 
-    def _backward(self, grad_out, x):
+    def _gradient(self, grad_out, x):
         return grad_out
 
 

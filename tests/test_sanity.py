@@ -57,7 +57,7 @@ def small_model(seed: int, layers: str = "32:relu", **model) -> MLP:
 class BrokenReLU(ReLU):
     """A ReLU whose backward forgets the local gradient [x > 0] (a classic bug)."""
 
-    def _backward(self, grad_out, x):
+    def _gradient(self, grad_out, x):
         return grad_out
 
 
