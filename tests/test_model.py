@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import scratch_nn
+from scratch_nn.activations import ACTIVATION_CLASSES
 from scratch_nn.gradcheck import check_model_gradients
 from scratch_nn.io import load_npz, save_npz
 from scratch_nn.layer_specs import LinearSpec
@@ -18,9 +19,6 @@ from scratch_nn.notation import block_layers, parse_layers
 from scratch_nn.spec import ModelSpec
 
 GRAD_TOLERANCE = 1e-7
-TORCH_ACTIVATIONS = {"identity": torch.nn.Identity, "relu": torch.nn.ReLU, "leaky_relu": torch.nn.LeakyReLU,
-                     "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU,
-                     "gelu": torch.nn.GELU, "softplus": torch.nn.Softplus}
 
 
 def small_spec(dtype="float64", activations=("relu", "tanh"), **model):
@@ -58,7 +56,8 @@ class TorchTwin(torch.nn.Module):
             elif layer.type == "dropout":
                 layers.append(FixedMask())
             else:
-                layers.append(TORCH_ACTIVATIONS[layer.type](**layer.arguments()))
+                torch_class = getattr(torch.nn, ACTIVATION_CLASSES[layer.type].__name__)  # scratch names as torch.nn
+                layers.append(torch_class(**layer.arguments()))
         self.layers = torch.nn.Sequential(*layers)
 
     def forward(self, x):

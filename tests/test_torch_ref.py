@@ -17,12 +17,10 @@ from torch import nn
 
 import torch_ref
 from scratch_nn.layer_specs import LinearSpec
+from scratch_nn.layers import Dropout
 from scratch_nn.model import MLP
 from scratch_nn.notation import block_layers, parse_layers
 from scratch_nn.spec import ACTIVATIONS, OPTIMIZERS, ModelSpec, TrainSpec
-
-TORCH_CLASSES = {"identity": nn.Identity, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
-                 "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
 
 
 @pytest.fixture
@@ -44,9 +42,12 @@ def test_layer_sequence_and_keys_match_scratch(activation, batch_norm, dropout, 
     assert list(module.state_dict()) == list(scratch.state_dict())
     assert [name for name, _ in module.named_parameters()] == [name for name, _ in scratch.named_parameters()]
     kinds = [type(layer) for _, layer in torch_ref.named_layers(module)]
-    expected = [nn.Linear] + [nn.BatchNorm1d] * batch_norm + [TORCH_CLASSES[activation]]
-    expected += [torch_ref.MaskedDropout] * (dropout > 0) + [nn.Linear, nn.Tanh, nn.Linear]
-    assert kinds == expected
+    # torch's own module of scratch's class name (scratch names its classes as torch.nn does)
+    expected = [torch_ref.MaskedDropout if type(layer) is Dropout else getattr(nn, type(layer).__name__)
+                for layer in scratch.layers]
+    assert kinds == expected and len(kinds) == len(spec.layers)
+    assert [kind.__name__ for kind in kinds[:2 + batch_norm]] == ["Linear", *["BatchNorm1d"] * batch_norm,
+                                                                   type(scratch.layers[1 + batch_norm]).__name__]
 
 
 def test_leaky_relu_slope_and_dtype():
