@@ -91,6 +91,23 @@ def softplus_backward(grad_out, x, beta=1.0, threshold=20.0):
     return np.where(z > threshold, grad_out, grad_out * sigmoid(z))
 
 
+def silu(x):
+    """x * sigmoid(x)."""
+    return x * sigmoid(x)
+
+
+def silu_backward(grad_out, x, s):
+    return grad_out * (s * (1.0 + x * (1.0 - s)))  # s = sigmoid(x): d/dx x s(x) = s + x s (1 - s)
+
+
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    return np.clip(x, min_val, max_val)
+
+
+def hardtanh_backward(grad_out, x, min_val=-1.0, max_val=1.0):
+    return grad_out * ((x > min_val) & (x < max_val))  # torch: zero gradient at the clips themselves
+
+
 # ---------------------------------------------------------------------------------------------
 # The layers: no parameters, a cache for backward.
 
@@ -216,6 +233,34 @@ class Softplus(Activation):
         return softplus_backward(grad_out, x, self.beta, self.threshold)
 
 
+class SiLU(Activation):
+    """y = x * sigmoid(x);  dL/dx = dL/dy * s * (1 + x * (1 - s)), s = sigmoid(x)."""
+
+    def _forward(self, x):
+        s = sigmoid(x)
+        return x * s, (x, s)
+
+    def _gradient(self, grad_out, cache):
+        return silu_backward(grad_out, *cache)
+
+
+class Hardtanh(Activation):
+    """y = clip(x, min_val, max_val);  dL/dx = dL/dy where min_val < x < max_val, else 0."""
+
+    _settings = ("min_val", "max_val")
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0) -> None:
+        super().__init__()
+        self.min_val, self.max_val = min_val, max_val
+
+    def _forward(self, x):
+        return hardtanh(x, self.min_val, self.max_val), x
+
+    def _gradient(self, grad_out, x):
+        return hardtanh_backward(grad_out, x, self.min_val, self.max_val)
+
+
 # type (as in scratch_nn.layer_specs) -> class; each class takes its spec's settings as keyword arguments
 ACTIVATION_CLASSES = {"identity": Identity, "relu": ReLU, "leaky_relu": LeakyReLU, "sigmoid": Sigmoid,
-                      "tanh": Tanh, "elu": ELU, "gelu": GELU, "softplus": Softplus}
+                      "tanh": Tanh, "elu": ELU, "gelu": GELU, "softplus": Softplus, "silu": SiLU,
+                      "hardtanh": Hardtanh}

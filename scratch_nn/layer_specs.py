@@ -221,9 +221,33 @@ class SoftplusSpec(ActivationSpec):
         check_number(self.threshold, "threshold", where, 0.0, math.inf, low_open=True)
 
 
+@dataclass(frozen=True)
+class SiLUSpec(ActivationSpec):
+    """nn.SiLU(). torch's calculate_gain has no entry for it: relu's sqrt 2, as for gelu."""
+
+    type, nonlinearity = "silu", "relu"
+
+
+@dataclass(frozen=True)
+class HardtanhSpec(ActivationSpec):
+    """nn.Hardtanh(min_val=-1.0, max_val=1.0). Gain 1 (torch has none): the identity between the clips."""
+
+    min_val: float = -1.0
+    max_val: float = 1.0
+
+    type, nonlinearity = "hardtanh", "linear"
+    always_shown = ("min_val", "max_val")
+
+    def check(self, where):
+        check_number(self.min_val, "min_val", where, -math.inf, math.inf, low_open=True)
+        check_number(self.max_val, "max_val", where, -math.inf, math.inf, low_open=True)
+        if not self.min_val < self.max_val:
+            raise SpecError(f"{where}: min_val must be below max_val, got {self.min_val!r} and {self.max_val!r}")
+
+
 LAYER_SPECS: dict[str, type[LayerSpec]] = {spec.type: spec for spec in (
     LinearSpec, BatchNorm1dSpec, DropoutSpec, FlattenSpec, IdentitySpec, ReLUSpec, LeakyReLUSpec, SigmoidSpec,
-    TanhSpec, ELUSpec, GELUSpec, SoftplusSpec)}
+    TanhSpec, ELUSpec, GELUSpec, SoftplusSpec, SiLUSpec, HardtanhSpec)}
 ACTIVATIONS = tuple(name for name, spec in LAYER_SPECS.items() if spec.role == "activation")
 
 

@@ -22,11 +22,13 @@ from scratch_nn.layer_specs import (
     ELUSpec,
     FlattenSpec,
     GELUSpec,
+    HardtanhSpec,
     IdentitySpec,
     LeakyReLUSpec,
     LinearSpec,
     ReLUSpec,
     SigmoidSpec,
+    SiLUSpec,
     SoftplusSpec,
     TanhSpec,
 )
@@ -55,6 +57,8 @@ LAYER_ROWS = {
     "elu": [(ELUSpec(), (5,)), (ELUSpec(alpha=1.5), (5,))],
     "gelu": [(GELUSpec(), (5,))],
     "softplus": [(SoftplusSpec(), (5,)), (SoftplusSpec(beta=2.0, threshold=5.0), (5,))],
+    "silu": [(SiLUSpec(), (5,))],
+    "hardtanh": [(HardtanhSpec(), (5,)), (HardtanhSpec(min_val=-0.5, max_val=2.0), (5,))],
 }
 ROWS = [pytest.param(spec, shape, id=f"{spec.toml()} on {shape}") for rows in LAYER_ROWS.values()
         for spec, shape in rows]

@@ -67,6 +67,8 @@ TORCH_BUILDERS = {
     "elu": elementwise(nn.ELU),
     "gelu": elementwise(nn.GELU),  # exact (erf) form, torch's default
     "softplus": elementwise(nn.Softplus),
+    "silu": elementwise(nn.SiLU),
+    "hardtanh": elementwise(nn.Hardtanh),
 }
 
 
