@@ -81,9 +81,12 @@ def _layers_from_toml(value: Any, where: str) -> tuple[LayerSpec, ...]:
         raise SpecError(f"{where}: expected layers = [{{ type = ... }}, ...], one entry per layer "
                         f"(types: {', '.join(LAYER_SPECS)})")
     for index, table in enumerate(value):
-        if isinstance(table, dict) and "type" not in table and "units" in table:
-            raise SpecError(old_form_message(table, f"{where}.layers[{index}]"))
+        if isinstance(table, dict) and "type" not in table and set(table) & OLD_KEYS:
+            raise SpecError(old_form_message(table, f"{where}: layers.{index}"))
     return tuple(layer_from_dict(table, f"{where}: layers.{index}") for index, table in enumerate(value))
+
+
+OLD_KEYS = {"units", "activation", "negative_slope", "batch_norm", "dropout"}  # a hidden block, before the list
 
 
 def old_form_message(table: dict[str, Any], where: str) -> str:
@@ -95,7 +98,7 @@ def old_form_message(table: dict[str, Any], where: str) -> str:
         layers = block_layers(table["units"], table.get("activation", "relu"), table.get("negative_slope", 0.01),
                               table.get("batch_norm", False), table.get("dropout", 0.0))
         new = ", ".join(layer.toml() for layer in layers)
-    except (SpecError, TypeError):
+    except (SpecError, TypeError, KeyError):
         new = '{ type = "linear", out_features = UNITS }, { type = "relu" }, ...'
     return (f"{where}: {{ units = ... }} is the old form of a hidden block; one entry is now one layer: write "
             f"it as {new} (and end the list with the output layer, {{ type = \"linear\", out_features = 10 }})")

@@ -159,7 +159,7 @@ dropout = 0.5
     with pytest.raises(SpecError) as info:
         load_spec(str(write(tmp_path, old)))
     message = str(info.value)
-    assert "layers[0]: { units = ... } is the old form of a hidden block; one entry is now one layer" in message
+    assert "layers.0: { units = ... } is the old form of a hidden block; one entry is now one layer" in message
     assert ('{ type = "linear", out_features = 64 }, { type = "batch_norm1d" }, '
             '{ type = "leaky_relu", negative_slope = 0.2 }, { type = "dropout", p = 0.5 }') in message
     assert 'end the list with the output layer, { type = "linear", out_features = 10 }' in message
