@@ -144,3 +144,28 @@ def test_mlp_gives_hidden_layers_their_activation_gain_and_the_output_layer_gain
     stds = [model.layers[index].params["weight"].std() for index in (0, 2, 4)]
     expected = [5 / 3 / math.sqrt(500), math.sqrt(2 / (1 + 0.3**2)) / math.sqrt(1000), 1 / math.sqrt(1000)]
     np.testing.assert_allclose(stds, expected, rtol=0.01)
+
+
+@pytest.mark.parametrize("layers, gains", [
+    # linear -> batch-norm -> dropout -> leaky_relu: the activation's gain, what lies between passed over
+    ("linear bn dropout leaky linear", {0: math.sqrt(2 / (1 + 0.3**2)), 4: 1.0}),
+    # a linear followed by a linear: no activation before the next weight layer, gain 1
+    ("linear linear tanh linear", {0: 1.0, 1: 5 / 3, 3: 1.0}),
+    ("flatten linear silu linear", {1: math.sqrt(2.0), 3: 1.0}),  # torch has no SiLU gain: relu's
+])
+def test_the_gain_is_the_first_activation_after_a_weight_layer(layers, gains):
+    from scratch_nn.layer_specs import (
+        BatchNorm1dSpec,
+        DropoutSpec,
+        FlattenSpec,
+        LeakyReLUSpec,
+        LinearSpec,
+        SiLUSpec,
+        TanhSpec,
+        init_gain,
+    )
+
+    kinds = {"linear": LinearSpec(4), "bn": BatchNorm1dSpec(), "dropout": DropoutSpec(0.1), "tanh": TanhSpec(),
+             "leaky": LeakyReLUSpec(0.3), "flatten": FlattenSpec(), "silu": SiLUSpec()}
+    specs = tuple(kinds[name] for name in layers.split())
+    assert {index: init_gain(specs, index) for index, layer in enumerate(specs) if layer.role == "weight"} == gains
