@@ -57,14 +57,14 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.commands.specargs import add_model_arguments, batch_size_flag, spec_from_args
 from benchmark.core.environment import THREAD_VARIABLES
 from benchmark.core.errors import UserError, check_size
 from benchmark.core.files import folder_written_atomically
-from scratch_nn.spec import DEFAULT_SPEC, DTYPES, Spec
+from scratch_nn.spec import DEFAULT_SPEC, DTYPES, Spec, to_dict
 
 DEFAULT_SPECS = (DEFAULT_SPEC, "wide")
 DEFAULT_BATCH_SIZES = (1, 16, 64, 256, 1024)
@@ -241,7 +241,7 @@ def run_worker(job: str, config: dict, folder: Path, threads: int) -> dict:
 
 def measure(plan: Plan, data_root: Path, folder: Path) -> tuple[dict, list[dict]]:
     """The timing run (both sides, one process), then one memory run per spec, dtype and side."""
-    plain_specs = [asdict(spec) for spec in plan.specs]
+    plain_specs = [to_dict(spec) for spec in plan.specs]
     timing = run_worker("timing", {
         "specs": plain_specs, "dtypes": list(plan.dtypes), "batch_sizes": list(plan.batch_sizes),
         "repeats": plan.repeats, "threads": plan.threads, "data_dir": str(data_root),
