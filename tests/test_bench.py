@@ -208,7 +208,7 @@ def test_quick_run_writes_markdown_and_plot_atomically(quick_run):
     (["--repeats", "0"], "--repeats must be a positive integer, got 0"),
     (["--threads", "0"], "--threads must be a positive integer, got 0"),
     (["--epochs", "1"], "--epochs (of the memory runs) must be at least 2"),
-    (["--layers", "64:relu,7"], "output size 7 does not fit MNIST"),
+    (["--layers", "64:relu,7"], "layers.2 (linear) gives (N, 7), which does not fit MNIST's 10 classes"),
     (["--spec", "dropout-bn", "--batch-sizes", "1,64"], "cannot train on a batch of 1"),
 ])
 def test_bad_input_exits_2_with_one_line(arguments, message, capsys):
