@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from scratch_nn.init import uniform_
-from scratch_nn.layers import _missing_forward
+from scratch_nn.layer import missing_forward
 
 WIDE_ROWS = True  # stride-1 columns over wide rows (the module docstring); False: exact rows, for measuring
 
@@ -208,7 +208,7 @@ class Conv2d:
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Fill grads["weight"], grads["bias"]; return dL/dx (N, C, H, W), or None with input_grad=False."""
         if not self._cached:
-            raise _missing_forward(self)
+            raise missing_forward(self)
         geometry, columns = self._geometry, self._work["columns"]
         dtype = self.params["weight"].dtype
         grad_wide = self._buffer("grad_wide", (self.out_channels, geometry.n, geometry.out_height,

@@ -1,6 +1,7 @@
 """Weight initialisers with torch.nn.init's formulas, drawing from a numpy.random.Generator.
 
-For a weight of shape (out_features, in_features), fan_in = in_features, fan_out = out_features:
+For a weight of shape (out_features, in_features), fan_in = in_features, fan_out = out_features
+(for any weight, torch's rule: `fan_in_and_fan_out`):
 
     torch_default    W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))   (nn.Linear.reset_parameters:
                      kaiming_uniform_(a=sqrt 5), whose gain sqrt(1/3) makes the bound 1/sqrt(fan_in))
@@ -12,7 +13,8 @@ For a weight of shape (out_features, in_features), fan_in = in_features, fan_out
                      so they never differ; kept to show why symmetric initialisation fails.
 
 Every scheme but torch_default sets biases to zero. Kaiming's gain is `calculate_gain` of the
-activation that follows the layer (1 for the output layer, which has none).
+activation that follows the layer (1 for the output layer, which has none): the model works it
+out from its layer list (`scratch_nn.layer_specs.init_gain`) and passes it to `init_weight_layer`.
 
 Draws are made directly in the parameter's dtype (`rng.random(dtype=...)`,
 `rng.standard_normal(dtype=...)`), weight first, then bias, so a seed fixes the weights of each
@@ -49,10 +51,16 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
 
 
 def fan_in_and_fan_out(weight: np.ndarray) -> tuple[int, int]:
-    """For a Linear weight (out_features, in_features): (in_features, out_features)."""
-    if weight.ndim != 2:
-        raise ValueError(f"fan in and fan out need a 2-D weight (out_features, in_features), got shape {weight.shape}")
-    return weight.shape[1], weight.shape[0]
+    """(fan_in, fan_out) of a weight of shape (out, in, *kernel), as torch's
+    `torch.nn.init._calculate_fan_in_and_fan_out` (torch/nn/init.py): fan_in = in * prod(kernel),
+    fan_out = out * prod(kernel). A Linear weight (out_features, in_features) has no kernel: (in, out);
+    a conv weight (out_channels, in_channels / groups, kH, kW) gives (in / groups * kH * kW, out * kH * kW).
+    """
+    if weight.ndim < 2:
+        raise ValueError(f"fan in and fan out can not be computed for a weight with fewer than 2 dimensions, "
+                         f"got shape {weight.shape}")
+    receptive_field = math.prod(weight.shape[2:])  # 1 for a Linear weight
+    return weight.shape[1] * receptive_field, weight.shape[0] * receptive_field
 
 
 def uniform_(array: np.ndarray, low: float, high: float, rng: np.random.Generator) -> np.ndarray:
@@ -95,28 +103,30 @@ def xavier_normal_(weight: np.ndarray, rng: np.random.Generator, gain: float = 1
 
 
 def kaiming_uniform_(weight: np.ndarray, rng: np.random.Generator, a: float = 0.0,
-                     nonlinearity: str = "leaky_relu") -> np.ndarray:
-    """U(-bound, bound), bound = calculate_gain(nonlinearity, a) * sqrt(3 / fan_in) (torch's mode fan_in)."""
+                     nonlinearity: str = "leaky_relu", gain: float | None = None) -> np.ndarray:
+    """U(-bound, bound), bound = gain * sqrt(3 / fan_in) (torch's mode fan_in), the gain being
+    calculate_gain(nonlinearity, a) unless given."""
     fan_in, _ = fan_in_and_fan_out(weight)
-    bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / fan_in)
+    bound = (calculate_gain(nonlinearity, a) if gain is None else gain) * math.sqrt(3.0 / fan_in)
     return uniform_(weight, -bound, bound, rng)
 
 
 def kaiming_normal_(weight: np.ndarray, rng: np.random.Generator, a: float = 0.0,
-                    nonlinearity: str = "leaky_relu") -> np.ndarray:
-    """N(0, std^2), std = calculate_gain(nonlinearity, a) / sqrt(fan_in) (torch's mode fan_in)."""
+                    nonlinearity: str = "leaky_relu", gain: float | None = None) -> np.ndarray:
+    """N(0, std^2), std = gain / sqrt(fan_in) (torch's mode fan_in), the gain being
+    calculate_gain(nonlinearity, a) unless given."""
     fan_in, _ = fan_in_and_fan_out(weight)
-    return normal_(weight, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(fan_in), rng)
+    return normal_(weight, 0.0, (calculate_gain(nonlinearity, a) if gain is None else gain) / math.sqrt(fan_in), rng)
 
 
-def init_linear(linear, scheme: str, rng: np.random.Generator, nonlinearity: str = "linear",
-                negative_slope: float = 0.01, value: float = 0.0) -> None:
-    """Initialise a Linear layer's weight, then its bias, in place, by `scheme` (see SCHEMES).
+def init_weight_layer(layer, scheme: str, rng: np.random.Generator, gain: float = 1.0, value: float = 0.0) -> None:
+    """Initialise a weight layer's weight, then its bias, in place, by `scheme` (see SCHEMES).
 
-    `nonlinearity` is the activation after the layer ("linear" for the output layer): it sets
-    Kaiming's gain (xavier uses torch's default gain 1). `value` is for scheme "constant".
+    `gain` is Kaiming's (that of the activation after the layer; 1 for the output layer); xavier
+    keeps torch's default gain 1. `value` is for scheme "constant". Any weight shape works: fan_in
+    and fan_out are torch's (`fan_in_and_fan_out`).
     """
-    weight, bias = linear.params["weight"], linear.params.get("bias")
+    weight, bias = layer.params["weight"], layer.params.get("bias")
     if scheme == "torch_default":
         bound = 1.0 / math.sqrt(fan_in_and_fan_out(weight)[0])
         uniform_(weight, -bound, bound, rng)
@@ -125,7 +135,7 @@ def init_linear(linear, scheme: str, rng: np.random.Generator, nonlinearity: str
         return
     if scheme in ("kaiming_uniform", "kaiming_normal"):
         draw = kaiming_uniform_ if scheme == "kaiming_uniform" else kaiming_normal_
-        draw(weight, rng, negative_slope, nonlinearity)
+        draw(weight, rng, gain=gain)
     elif scheme == "xavier_uniform":
         xavier_uniform_(weight, rng)
     elif scheme == "xavier_normal":

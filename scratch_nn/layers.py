@@ -1,32 +1,19 @@
 """The layers with parameters or state: Linear, Dropout, BatchNorm1d, in torch's names and shapes.
 
-The layer protocol (activations follow it too):
-
-    layer.params    dict: "weight" (out_features, in_features), "bias" (out_features,)
-    layer.grads     dict, same keys and shapes, overwritten (not accumulated) by backward
-    layer.buffers   dict: BatchNorm1d's running_mean, running_var, num_batches_tracked
-    layer.training  bool, set by MLP.train() / MLP.eval()
-    layer.forward(x)         -> output; caches only what backward needs
-    layer.backward(grad_out) -> grad_in; fills layer.grads; RuntimeError if no forward came first
-
-The maths sits in pure functions (`linear_forward`, `batch_norm_backward`, ...); the classes hold
-the arrays. Gradients are written into arrays allocated once per layer (`out=`), so a training
-step allocates no new gradient arrays and `layer.grads` stays the same dict of the same arrays.
-Layers look their arrays up in these dicts on every call, so replacing an entry (say, by a float64
-copy) is safe.
+They follow the one layer protocol of `scratch_nn.layer.Layer` (params, grads, buffers, training,
+forward, backward(grad_out, input_grad=True)). The maths sits in pure functions (`linear_forward`,
+`batch_norm_backward`, ...); the classes hold the arrays. Gradients are written into arrays
+allocated once per layer (`out=`), so a training step allocates no new gradient arrays and
+`layer.grads` stays the same dict of the same arrays. Layers look their arrays up in these dicts on
+every call, so replacing an entry (say, by a float64 copy) is safe.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from scratch_nn.blas import OUTER_MIN_ELEMENTS, outer_product
-from scratch_nn.init import init_linear
-
-
-def _missing_forward(layer: object) -> RuntimeError:
-    return RuntimeError(f"{type(layer).__name__}.backward called before forward: call forward(x) first, "
-                        "backward uses what forward cached")
-
+from scratch_nn.init import init_weight_layer
+from scratch_nn.layer import Layer
 
 # ---------------------------------------------------------------------------------------------
 # Linear
@@ -77,37 +64,32 @@ def linear_backward(grad_out, x, weight, grad_weight, grad_bias, input_grad=True
     return grad_out @ weight  # (N, out) @ (out, in) -> (N, in)
 
 
-class Linear:
+class Linear(Layer):
     """y = x W^T + b;  dL/dW = (dL/dy)^T x,  dL/db = sum_n dL/dy,  dL/dx = (dL/dy) W.
 
     Shapes as torch.nn.Linear: weight (out_features, in_features), bias (out_features,). Given an
     `rng`, the parameters get torch's default init (U(-1/sqrt(in), 1/sqrt(in)) for both); without
-    one they start at zero, to be filled by `scratch_nn.init` (MLP does this).
+    one they start at zero, to be filled by `scratch_nn.init` (Sequential does this).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32,
                  rng: np.random.Generator | None = None) -> None:
+        super().__init__()
         self.in_features, self.out_features = in_features, out_features
         dtype = np.dtype(dtype)
         self.params = {"weight": np.zeros((out_features, in_features), dtype=dtype)}
         if bias:
             self.params["bias"] = np.zeros(out_features, dtype=dtype)
         self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
-        self.buffers: dict[str, np.ndarray] = {}
-        self.training = True
-        self._x = None
         if rng is not None:
-            init_linear(self, "torch_default", rng)
+            init_weight_layer(self, "torch_default", rng)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x  # (N, in)
-        return linear_forward(x, self.params["weight"], self.params.get("bias"))
+    def _forward(self, x):
+        return linear_forward(x, self.params["weight"], self.params.get("bias")), x  # cache x (N, in)
 
-    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+    def _backward(self, grad_out, x, input_grad):
         """`input_grad=False` skips dL/dx (a first layer's input needs none), as torch does."""
-        if self._x is None:
-            raise _missing_forward(self)
-        return linear_backward(grad_out, self._x, self.params["weight"], self.grads["weight"],
+        return linear_backward(grad_out, x, self.params["weight"], self.grads["weight"],
                                self.grads.get("bias"), input_grad)
 
     def __repr__(self) -> str:
@@ -127,7 +109,7 @@ def dropout_mask(rng: np.random.Generator, shape: tuple[int, ...], p: float, dty
     return mask
 
 
-class Dropout:
+class Dropout(Layer):
     """Training: y = x * mask, mask = keep / (1 - p);  dL/dx = dL/dy * mask.  Eval: y = x, dL/dx = dL/dy.
 
     A mask set in `next_mask` is used (and cleared) by the next training forward instead of a draw
@@ -137,20 +119,16 @@ class Dropout:
     def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        super().__init__()
         self.p = p
         self.rng = rng if rng is not None else np.random.default_rng()
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-        self.buffers: dict[str, np.ndarray] = {}
-        self.training = True
         self.next_mask: np.ndarray | None = None
         self.mask: np.ndarray | None = None  # the mask of the last training forward
-        self._forward_mode: str | None = None  # "train" or "eval": what backward must undo
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x):
+        """The cache is the mask applied ("eval" when none was: backward passes the gradient through)."""
         if not self.training:
-            self._forward_mode = "eval"
-            return x
+            return x, "eval"
         if self.next_mask is not None:
             mask, self.next_mask = self.next_mask, None
             if mask.shape != x.shape:
@@ -158,13 +136,13 @@ class Dropout:
             mask = np.asarray(mask, dtype=x.dtype)  # no copy when the dtype already matches
         else:
             mask = dropout_mask(self.rng, x.shape, self.p, x.dtype)
-        self.mask, self._forward_mode = mask, "train"
-        return x * mask
+        self.mask = mask
+        return x * mask, mask
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        if self._forward_mode is None:
-            raise _missing_forward(self)
-        return grad_out * self.mask if self._forward_mode == "train" else grad_out
+    def _backward(self, grad_out, mask, input_grad):
+        if not input_grad:
+            return None
+        return grad_out if isinstance(mask, str) else grad_out * mask
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"
@@ -199,7 +177,7 @@ def batch_norm_backward(grad_out, x_hat, inv_std, weight, grad_weight, grad_bias
     return scale * (grad_out - grad_bias / n - x_hat * (grad_weight / n))  # (N, C)
 
 
-class BatchNorm1d:
+class BatchNorm1d(Layer):
     """y = gamma * (x - mu) / sqrt(var + eps) + beta, per feature over the batch (running stats in eval).
 
     Backward (training): dL/dx = gamma / sqrt(var + eps) * (g - mean(g) - x_hat * mean(g * x_hat)),
@@ -211,6 +189,7 @@ class BatchNorm1d:
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32) -> None:
+        super().__init__()
         dtype = np.dtype(dtype)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.params = {"weight": np.ones(num_features, dtype=dtype), "bias": np.zeros(num_features, dtype=dtype)}
@@ -218,10 +197,9 @@ class BatchNorm1d:
         self.buffers = {"running_mean": np.zeros(num_features, dtype=dtype),
                         "running_var": np.ones(num_features, dtype=dtype),
                         "num_batches_tracked": np.array(0, dtype=np.int64)}
-        self.training = True
-        self._cache = None  # (x_hat, inv_std, training)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x):
+        """The cache is (x_hat, inv_std, training)."""
         if self.training:
             n = x.shape[0]
             if n < 2:
@@ -233,10 +211,9 @@ class BatchNorm1d:
         else:
             inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
             x_hat = (x - self.buffers["running_mean"]) * inv_std
-        self._cache = (x_hat, inv_std, self.training)
         out = x_hat * self.params["weight"]
         out += self.params["bias"]  # in place: saves an (N, C) array
-        return out
+        return out, (x_hat, inv_std, self.training)
 
     def _update_running_stats(self, mean: np.ndarray, variance: np.ndarray, n: int) -> None:
         """In place, so the arrays named_buffers() handed out stay the live ones."""
@@ -248,12 +225,11 @@ class BatchNorm1d:
         running_var += (m * n / (n - 1)) * variance
         self.buffers["num_batches_tracked"] += 1
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        if self._cache is None:
-            raise _missing_forward(self)
-        x_hat, inv_std, training = self._cache
-        return batch_norm_backward(grad_out, x_hat, inv_std, self.params["weight"],
-                                   self.grads["weight"], self.grads["bias"], training)
+    def _backward(self, grad_out, cache, input_grad):
+        x_hat, inv_std, training = cache
+        grad_in = batch_norm_backward(grad_out, x_hat, inv_std, self.params["weight"],
+                                      self.grads["weight"], self.grads["bias"], training)
+        return grad_in if input_grad else None
 
     def __repr__(self) -> str:
         return f"BatchNorm1d({self.num_features}, eps={self.eps}, momentum={self.momentum})"

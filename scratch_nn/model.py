@@ -1,12 +1,13 @@
-"""The MLP: a flat list of layers built from a ModelSpec, with torch's parameter names.
+"""The model: a `Sequential` of layers built from a ModelSpec's list, with torch's parameter names.
 
-For each hidden layer, in order: Linear, then BatchNorm1d if `batch_norm`, then the activation
-(Identity for "identity"), then Dropout if `dropout > 0`; then the output Linear. Layer i is
-named `layers.{i}`, so `named_parameters()` and `state_dict()` keys equal those of the torch twin's
-`nn.Sequential` (`layers.0.weight`, `layers.1.running_mean`, ...).
+Entry i of the spec's `layers` list is layer `layers.{i}`, built by the class table `LAYER_CLASSES`
+from its spec (`scratch_nn.layer_specs`) and the shape flowing into it; nothing is expanded, so
+`named_parameters()` and `state_dict()` keys equal those of the torch twin's `nn.Sequential`
+(`layers.0.weight`, `layers.1.running_mean`, ...). `MLP` is the same class under the name the
+project started with.
 
-    model = MLP(spec.model, np.random.default_rng(seed))
-    logits = model.forward(x)                  # x (N, input_size) in model.dtype
+    model = Sequential(spec.model, np.random.default_rng(seed))
+    logits = model.forward(x)                  # x (N, *input_shape) in model.dtype
     grad_x = model.backward(loss.backward())   # fills every layer's grads
 
 All parameters live in one flat array, in `named_parameters()` order, and all gradients in another
@@ -18,35 +19,44 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch_nn.activations import build_activation
-from scratch_nn.init import init_linear
+from scratch_nn.activations import ACTIVATION_CLASSES
+from scratch_nn.init import init_weight_layer
+from scratch_nn.layer import Flatten, Layer
 from scratch_nn.layers import BatchNorm1d, Dropout, Linear
 from scratch_nn.losses import softmax
 from scratch_nn.spec import ModelSpec
 
 
-def build_layers(model_spec: ModelSpec, rng: np.random.Generator) -> list:
-    """The layer sequence of `model_spec`, Linear weights initialised in layer order from `rng`.
+def build_activation(spec, input_shape, dtype, rng) -> Layer:
+    """An activation from its spec: the class takes torch's argument names, as the spec's fields."""
+    return ACTIVATION_CLASSES[spec.type](**spec.arguments())
 
-    Init draws come first (weight then bias of each Linear, in order); the Dropout layers keep
+
+# type -> builder(layer spec, input shape without the batch, dtype, rng) -> the scratch layer
+LAYER_CLASSES = {
+    "linear": lambda spec, shape, dtype, rng: Linear(shape[0], spec.out_features, spec.bias, dtype=dtype),
+    "batch_norm1d": lambda spec, shape, dtype, rng: BatchNorm1d(shape[0], spec.eps, spec.momentum, dtype=dtype),
+    "dropout": lambda spec, shape, dtype, rng: Dropout(spec.p, rng),
+    "flatten": lambda spec, shape, dtype, rng: Flatten(spec.start_dim, spec.end_dim),
+    **{name: build_activation for name in ACTIVATION_CLASSES},
+}
+
+
+def build_layers(model_spec: ModelSpec, rng: np.random.Generator) -> list[Layer]:
+    """The layers of `model_spec`, weight layers initialised in list order from `rng`.
+
+    Init draws come first (weight then bias of each weight layer, in order); the Dropout layers keep
     `rng` for their masks, so one generator drives init and then dropout, as on the torch side.
     """
     dtype = np.dtype(model_spec.dtype)
-    layers: list = []
-    features = model_spec.input_size
-    for hidden in model_spec.layers:
-        linear = Linear(features, hidden.units, dtype=dtype)
-        init_linear(linear, model_spec.init, rng, hidden.activation, hidden.negative_slope, model_spec.init_value)
-        layers.append(linear)
-        if hidden.batch_norm:
-            layers.append(BatchNorm1d(hidden.units, dtype=dtype))
-        layers.append(build_activation(hidden.activation, hidden.negative_slope))
-        if hidden.dropout > 0:
-            layers.append(Dropout(hidden.dropout, rng))
-        features = hidden.units
-    output = Linear(features, model_spec.output_size, dtype=dtype)
-    init_linear(output, model_spec.init, rng, "linear", value=model_spec.init_value)  # no activation: gain 1
-    layers.append(output)
+    input_shapes = (model_spec.input_shape, *model_spec.shapes[:-1])
+    layers = []
+    for index, (layer_spec, input_shape) in enumerate(zip(model_spec.layers, input_shapes)):
+        layer = LAYER_CLASSES[layer_spec.type](layer_spec, input_shape, dtype, rng)
+        if layer_spec.role == "weight":
+            scheme, gain = model_spec.weight_init(index)
+            init_weight_layer(layer, scheme, rng, gain, model_spec.init_value)
+        layers.append(layer)
     return layers
 
 
@@ -69,8 +79,8 @@ def share_storage(layers: list, dtype: np.dtype) -> None:
             offset += value.size
 
 
-class MLP:
-    """A multi-layer perceptron: logits = layers[-1](... layers[0](x)); backward runs them in reverse."""
+class Sequential:
+    """logits = layers[-1](... layers[0](x)); backward runs the layers in reverse."""
 
     def __init__(self, model_spec: ModelSpec, rng: np.random.Generator) -> None:
         self.spec = model_spec
@@ -82,9 +92,10 @@ class MLP:
     # -- forward and backward ---------------------------------------------------------------
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits (N, output_size) for x (N, input_size) of the model's dtype."""
-        if x.dtype != self.dtype or x.ndim != 2 or x.shape[1] != self.spec.input_size:
-            raise ValueError(f"MLP.forward: expected x of shape (N, {self.spec.input_size}) and dtype "
+        """Logits (N, output_size) for x (N, *input_shape) of the model's dtype."""
+        if x.dtype != self.dtype or x.shape[1:] != self.spec.input_shape:
+            expected = ", ".join(map(str, self.spec.input_shape))
+            raise ValueError(f"Sequential.forward: expected x of shape (N, {expected}) and dtype "
                              f"{self.dtype}, got shape {x.shape} and dtype {x.dtype}; "
                              f"convert with x.astype(np.{self.dtype})")
         for layer in self.layers:
@@ -99,14 +110,14 @@ class MLP:
             grad = layer.backward(grad)
         return self.layers[0].backward(grad, input_grad=input_grad)
 
-    def train(self, mode: bool = True) -> MLP:
+    def train(self, mode: bool = True) -> Sequential:
         """Training mode: BatchNorm uses batch statistics, Dropout drops. Returns the model."""
         self.training = mode
         for layer in self.layers:
             layer.training = mode
         return self
 
-    def eval(self) -> MLP:
+    def eval(self) -> Sequential:
         """Evaluation mode: BatchNorm uses its running statistics, Dropout is the identity."""
         return self.train(False)
 
@@ -137,8 +148,12 @@ class MLP:
 
     # -- names, parameters and state -------------------------------------------------------
 
-    def named_layers(self) -> list[tuple[str, object]]:
+    def named_layers(self) -> list[tuple[str, Layer]]:
         return [(f"layers.{index}", layer) for index, layer in enumerate(self.layers)]
+
+    def weight_layers(self) -> list[tuple[str, Layer]]:
+        """The layers the spec names as weight layers (init, L1), by name: [("layers.0", Linear), ...]."""
+        return [(f"layers.{index}", self.layers[index]) for index in self.spec.weight_layers()]
 
     def named_parameters(self) -> list[tuple[str, np.ndarray]]:
         """The live parameter arrays (optimisers update them in place), in torch's order."""
@@ -190,4 +205,7 @@ class MLP:
 
     def __repr__(self) -> str:
         lines = [f"  ({index}): {layer!r}" for index, layer in enumerate(self.layers)]
-        return "MLP(\n" + "\n".join(lines) + "\n)"
+        return "Sequential(\n" + "\n".join(lines) + "\n)"
+
+
+MLP = Sequential  # the name the project started with; an MLP is a Sequential of linear layers and activations

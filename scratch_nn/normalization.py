@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from scratch_nn.layer import missing_forward
 from scratch_nn.layers import (
     BatchNorm1d,
     Dropout,
-    _missing_forward,
     batch_norm_backward,
     batch_norm_statistics,
     dropout_mask,
@@ -85,7 +85,7 @@ class BatchNorm2d(BatchNorm1d):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._cache is None:
-            raise _missing_forward(self)
+            raise missing_forward(self)
         x_hat, inv_std, training = self._cache
         grads = self._affine(grads=True)
         grad_rows = batch_norm_backward(pixels_by_channel(grad_out), x_hat, inv_std, self._affine()["weight"],
@@ -122,7 +122,7 @@ class Flatten:
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._input_shape is None:
-            raise _missing_forward(self)
+            raise missing_forward(self)
         return grad_out.reshape(self._input_shape)
 
     def __repr__(self) -> str:
@@ -136,12 +136,12 @@ class Dropout2d(Dropout):
     `next_mask` and `mask` are (N, C, 1, 1), used as Dropout's are (so the torch twin can apply them).
     """
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x):
+        """As Dropout's: the cache is the mask applied, "eval" when none was."""
         if x.ndim != 4:
             raise ValueError(f"Dropout2d: expected input (N, C, H, W), got shape {x.shape}")
         if not self.training:
-            self._forward_mode = "eval"
-            return x
+            return x, "eval"
         shape = (*x.shape[:2], 1, 1)
         if self.next_mask is not None:
             mask, self.next_mask = self.next_mask, None
@@ -150,8 +150,8 @@ class Dropout2d(Dropout):
             mask = np.asarray(mask, dtype=x.dtype)
         else:
             mask = dropout_mask(self.rng, shape, self.p, x.dtype)
-        self.mask, self._forward_mode = mask, "train"
-        return x * mask
+        self.mask = mask
+        return x * mask, mask
 
     def __repr__(self) -> str:
         return f"Dropout2d(p={self.p})"

@@ -1,78 +1,137 @@
 """The compact form of a network's layers: what `--layers` reads and what every command prints.
 
-    256:relu,128:tanh,10                    two hidden layers, then the output size
-    8x128:sigmoid+bn,10                     eight equal hidden layers, each with batch-norm
+    256:relu,128:tanh,10                    two hidden blocks, then the output size
+    8x128:sigmoid+bn,10                     eight equal hidden blocks, each with batch-norm
     512:relu+bn+dropout0.2,256:leaky_relu0.1+dropout0.5,10
 
 Grammar (one notation, read by `parse_layers` and written by `format_layers`, so that anything
 `svt specs`, `describe`, `sanity` or a report prints can be given back to `--layers`):
 
-    LIST    = ITEM "," ... "," OUTPUT       the hidden layers in order, then the output size
+    LIST    = ITEM "," ... "," OUTPUT       the hidden blocks in order, then the output size
     ITEM    = [COUNT "x"] UNITS [":" ACTIVATION] ["+bn"] ["+dropout" P]
     OUTPUT  = UNITS                          no activation: the loss applies softmax
 
-- `COUNT x` repeats the item: `3x64:tanh` is `64:tanh,64:tanh,64:tanh`.
-- ACTIVATION is one of `scratch_nn.spec.ACTIVATIONS` (default relu); `leaky_relu` may carry its
-  negative slope right after the name, `leaky_relu0.2` (default 0.01, as torch).
-- `+bn` puts a BatchNorm1d after the Linear; `+dropoutP` a Dropout(p = P) after the activation,
-  P in [0, 1). The two may come in either order; they are printed `+bn` first.
+An ITEM is a block of layers of the spec's list: `linear(UNITS)`, then `batch_norm1d` if `+bn`,
+then the activation, then `dropout(P)` if `+dropoutP`; the OUTPUT is one `linear`. So
+`256:relu,10` is the list [linear 256, relu, linear 10] and names its layers layers.0 to layers.2.
 
-Numbers are printed with `repr`, which reads back as the same float, so a spec survives the round
-trip `parse_layers(format_layers(spec.model))` exactly.
+- `COUNT x` repeats the item: `3x64:tanh` is `64:tanh,64:tanh,64:tanh`.
+- ACTIVATION is one of `scratch_nn.layer_specs.ACTIVATIONS` with its default settings (default
+  relu); `leaky_relu` may carry its negative slope right after the name, `leaky_relu0.2`.
+- `+bn` and `+dropoutP` (P in [0, 1); P = 0 adds no layer) may come in either order; they are
+  printed `+bn` first.
+
+A list that is not such blocks (a flatten, a layer's own init, batch-norm's eps, ...) has no
+compact form: `format_layers` returns None and `layers_text` says so.
+
+Numbers are printed with `repr`, which reads back as the same float, so a list survives the round
+trip `parse_layers(format_layers(model))` exactly.
 """
 from __future__ import annotations
 
-from scratch_nn.spec import ACTIVATIONS, LayerSpec, ModelSpec, SpecError, validate_layer
+from scratch_nn.layer_specs import (
+    ACTIVATIONS,
+    LAYER_SPECS,
+    BatchNorm1dSpec,
+    DropoutSpec,
+    LayerSpec,
+    LeakyReLUSpec,
+    LinearSpec,
+    SpecError,
+    check_choice,
+)
 
 LEAKY = "leaky_relu"
-DEFAULT_SLOPE = LayerSpec.negative_slope  # 0.01, torch's default for nn.LeakyReLU
+DEFAULT_SLOPE = LeakyReLUSpec.negative_slope  # 0.01, torch's default for nn.LeakyReLU
 EXAMPLE = "256:relu,128:tanh,10"
 
 
-def format_layer(layer: LayerSpec) -> str:
-    """One hidden layer as `units:activation[slope][+bn][+dropoutP]`."""
-    text = f"{layer.units}:{layer.activation}"
-    if layer.activation == LEAKY and layer.negative_slope != DEFAULT_SLOPE:
-        text += repr(float(layer.negative_slope))
-    if layer.batch_norm:
+def block_layers(units: int, activation: str = "relu", negative_slope: float = DEFAULT_SLOPE,
+                 batch_norm: bool = False, dropout: float = 0.0, where: str = "--layers") -> list[LayerSpec]:
+    """One hidden block as its layers: linear(units), [batch_norm1d], the activation, [dropout(p)]."""
+    check_choice(activation, ACTIVATIONS, "activation", where)
+    layers: list[LayerSpec] = [LinearSpec(out_features=units)]
+    if batch_norm:
+        layers.append(BatchNorm1dSpec())
+    layers.append(LeakyReLUSpec(negative_slope) if activation == LEAKY else LAYER_SPECS[activation]())
+    if dropout:
+        layers.append(DropoutSpec(p=dropout))
+    for layer in layers:
+        layer.check(where)
+    return layers
+
+
+def format_block(block: tuple[LayerSpec, ...]) -> str | None:
+    """A hidden block's `units:activation[slope][+bn][+dropoutP]`, or None if these layers are not one."""
+    dropout = block[-1] if block[-1].type == "dropout" else None
+    core = block[:-1] if dropout is not None else block
+    if len(core) not in (2, 3) or (len(core) == 3 and core[1] != BatchNorm1dSpec()):
+        return None
+    linear, activation = core[0], core[-1]
+    if linear != LinearSpec(linear.out_features) or activation.role != "activation":
+        return None
+    if activation.type != LEAKY and activation != LAYER_SPECS[activation.type]():
+        return None  # an activation with settings other than its defaults (elu's alpha, ...)
+    if dropout is not None and not dropout.p:
+        return None  # +dropout0 adds no layer when read back
+    text = f"{linear.out_features}:{activation.type}"
+    if activation.type == LEAKY and activation.negative_slope != DEFAULT_SLOPE:
+        text += repr(float(activation.negative_slope))
+    if len(core) == 3:
         text += "+bn"
-    if layer.dropout:
-        text += f"+dropout{float(layer.dropout)!r}"
+    if dropout is not None:
+        text += f"+dropout{float(dropout.p)!r}"
     return text
 
 
-def format_layers(model: ModelSpec) -> str:
-    """The hidden layers and the output size in the `--layers` form, runs of equal layers as `8x128:sigmoid`."""
+def format_layers(model) -> str | None:
+    """The `--layers` form of a ModelSpec's list (runs of equal blocks as `8x128:sigmoid`), or None
+    when the list is not hidden blocks and an output linear (see the module docstring)."""
+    starts = [index for index, layer in enumerate(model.layers) if layer.type == "linear"]
+    if not starts or starts[0] != 0 or starts[-1] != len(model.layers) - 1:
+        return None
+    output = model.layers[-1]
+    if output != LinearSpec(output.out_features):
+        return None
     runs: list[list] = []  # [count, text]
-    for layer in model.layers:
-        text = format_layer(layer)
+    for start, end in zip(starts, starts[1:]):
+        text = format_block(model.layers[start:end])
+        if text is None:
+            return None
         if runs and runs[-1][1] == text:
             runs[-1][0] += 1
         else:
             runs.append([1, text])
     hidden = [f"{count}x{text}" if count > 1 else text for count, text in runs]
-    return ",".join(hidden + [str(model.output_size)])
+    return ",".join(hidden + [str(output.out_features)])
 
 
-def parse_layers(text: str, where: str = "--layers") -> tuple[tuple[LayerSpec, ...], int]:
-    """Parse the compact form (see the module docstring) into hidden layers and the output size."""
+def layers_text(model) -> str:
+    """What the commands print for a model's layers: the `--layers` form, or why there is none."""
+    text = format_layers(model)
+    if text is not None:
+        return text
+    return f"{len(model.layers)} layers ({', '.join(layer.type for layer in model.layers)}; no --layers form)"
+
+
+def parse_layers(text: str, where: str = "--layers") -> tuple[LayerSpec, ...]:
+    """Parse the compact form (see the module docstring) into the spec's list of layers."""
     items = [item.strip() for item in text.split(",")]
     if any(not item for item in items):
         raise SpecError(f"{where}: expected a comma-separated list like {EXAMPLE}, got {text!r}")
     layers: list[LayerSpec] = []
     for index, item in enumerate(items[:-1]):
-        count, layer = parse_item(item, where)
-        validate_layer(layer, f"{where} item {index + 1} {item!r}")
-        layers += [layer] * count
+        count, block = parse_item(item, f"{where} item {index + 1} {item!r}")
+        layers += block * count
     output_text, colon, _ = items[-1].partition(":")
     if colon or "+" in output_text or "x" in output_text:
         raise SpecError(f"{where}: the last item is the output size alone (e.g. 10), got {items[-1]!r}: "
                         "the output layer has no activation, batch-norm or dropout (the loss applies softmax)")
-    return tuple(layers), parse_count(output_text, "units", items[-1], where)
+    return (*layers, LinearSpec(out_features=parse_count(output_text, "units", items[-1], where)))
 
 
-def parse_item(item: str, where: str) -> tuple[int, LayerSpec]:
-    """`[COUNTx]UNITS[:ACTIVATION][+bn][+dropoutP]` -> (COUNT, the layer)."""
+def parse_item(item: str, where: str) -> tuple[int, list[LayerSpec]]:
+    """`[COUNTx]UNITS[:ACTIVATION][+bn][+dropoutP]` -> (COUNT, the block's layers)."""
     head, *options = item.split("+")
     size_text, _, activation_text = head.partition(":")
     count_text, times, units_text = size_text.rpartition("x")
@@ -90,8 +149,7 @@ def parse_item(item: str, where: str) -> tuple[int, LayerSpec]:
             raise SpecError(f"{where}: unknown or repeated layer option '+{option}' in {item!r}; allowed, "
                             "once each: +bn (batch-norm), +dropoutP (dropout with p = P, e.g. +dropout0.2)")
         seen.add(kind)
-    return count, LayerSpec(units=units, activation=activation, negative_slope=slope, batch_norm=batch_norm,
-                            dropout=dropout)
+    return count, block_layers(units, activation, slope, batch_norm, dropout, where)
 
 
 def parse_activation(text: str, item: str, where: str) -> tuple[str, float]:
@@ -100,7 +158,7 @@ def parse_activation(text: str, item: str, where: str) -> tuple[str, float]:
         return text, DEFAULT_SLOPE
     if text.startswith(LEAKY):
         return LEAKY, parse_number(text[len(LEAKY):], "the leaky_relu slope", item, where)
-    return text, DEFAULT_SLOPE  # validate_layer names it as unknown, with the allowed names
+    return text, DEFAULT_SLOPE  # block_layers names it as unknown, with the allowed names
 
 
 def parse_count(text: str, what: str, item: str, where: str) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratch_nn.conv import pair
-from scratch_nn.layers import _missing_forward
+from scratch_nn.layer import missing_forward
 
 
 def pooled_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
@@ -187,7 +187,7 @@ class MaxPool2d(Pool2d):
         costs less than tracking the winner in the forward pass (a masked copy per offset).
         """
         if self._cache is None:
-            raise _missing_forward(self)
+            raise missing_forward(self)
         padded, out, winner, x_shape, unpadded, channels_first = self._cache
         overlapping = any(stride < dilation * (kernel - 1) + 1 for kernel, stride, dilation
                           in zip(self.kernel_size, self.stride, self.dilation))
@@ -266,7 +266,7 @@ class AvgPool2d(Pool2d):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._cache is None:
-            raise _missing_forward(self)
+            raise missing_forward(self)
         divisors, x_shape, padded_shape, unpadded, channels_first = self._cache
         share = grad_out / divisors  # each element of a window gets dL/dy / divisor
         grad_padded = full_in_layout(padded_shape, 0, grad_out.dtype, channels_first)

@@ -1,4 +1,5 @@
-"""The one spec both sides are built from: a model spec and a training spec, as frozen dataclasses.
+"""The one spec both sides are built from, read from TOML or the command line: a model spec and a
+training spec, frozen dataclasses (`scratch_nn.spec_classes`, re-exported here).
 
 A spec comes from a TOML file (built-in ones ship in `scratch_nn/specs/`), or from the compact
 command-line form `256:relu,128:tanh,10` (read and written by `scratch_nn.notation`). It is
@@ -11,19 +12,16 @@ TOML layout (every key optional except the layers; unknown keys are errors):
     description = "what this spec shows"
 
     [model]
-    input_size = 784
-    output_size = 10
-    init = "kaiming_uniform"      # see INITS
+    input_shape = [784]           # the shape of one example: [784], or [1, 28, 28] for image layers
+    init = "kaiming_uniform"      # see INITS; the default of every weight layer (a layer may set its own)
     loss = "cross_entropy"        # or "mse" (on one-hot targets)
     label_smoothing = 0.0
     dtype = "float32"             # or "float64"
-
-    [[model.layers]]              # one table per hidden layer, in order
-    units = 256
-    activation = "relu"           # see ACTIVATIONS
-    negative_slope = 0.01         # leaky_relu only
-    batch_norm = false            # BatchNorm1d after the Linear, before the activation
-    dropout = 0.0                 # Dropout(p) after the activation
+    layers = [                    # one entry per layer: see scratch_nn.layer_specs (LAYER_SPECS)
+      { type = "linear", out_features = 256 },
+      { type = "relu" },
+      { type = "linear", out_features = 10 },
+    ]                             # or one [[model.layers]] table per layer: the same list
 
     [train]
     optimizer = "sgd"             # see OPTIMIZERS
@@ -33,176 +31,27 @@ TOML layout (every key optional except the layers; unknown keys are errors):
 """
 from __future__ import annotations
 
-import math
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from scratch_nn.activations import ACTIVATION_CLASSES
-from scratch_nn.init import SCHEMES
-
-ACTIVATIONS = tuple(ACTIVATION_CLASSES)  # identity, relu, leaky_relu, sigmoid, tanh, elu, gelu, softplus
-INITS = SCHEMES  # torch_default, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, zeros, constant
-LOSSES = ("cross_entropy", "mse")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("constant", "step", "cosine")
-DTYPES = ("float32", "float64")
-
-MNIST_INPUT_SIZE = 784
-MNIST_CLASSES = 10
-DEFAULT_SPEC = "mnist-mlp"
-
-
-class SpecError(ValueError):
-    """A spec that cannot be built: the message names the value, what is allowed, and where."""
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One hidden layer: Linear(units) -> [BatchNorm1d] -> activation -> [Dropout(p)]."""
-
-    units: int
-    activation: str = "relu"
-    negative_slope: float = 0.01
-    batch_norm: bool = False
-    dropout: float = 0.0
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """The network: hidden layers, then a Linear output layer with `output_size` units."""
-
-    layers: tuple[LayerSpec, ...]
-    input_size: int = MNIST_INPUT_SIZE
-    output_size: int = MNIST_CLASSES
-    init: str = "kaiming_uniform"
-    init_value: float = 0.0  # for init = "constant"
-    loss: str = "cross_entropy"
-    label_smoothing: float = 0.0
-    dtype: str = "float32"
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """How to train: the optimiser with torch's hyper-parameter names, the schedule, the data order."""
-
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.0        # sgd, rmsprop
-    dampening: float = 0.0       # sgd
-    nesterov: bool = False       # sgd
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
-    eps: float = 1e-8            # adam, adamw, rmsprop
-    alpha: float = 0.99          # rmsprop smoothing constant
-    weight_decay: float = 0.0    # L2 added to the gradient (adamw: decoupled), all parameters
-    l1: float = 0.0              # l1 * sum|w| added to the loss, Linear weights only
-    schedule: str = "constant"   # per epoch: "step" (StepLR) or "cosine" (CosineAnnealingLR)
-    step_size: int = 1           # schedule = "step"
-    gamma: float = 0.1           # schedule = "step"
-    batch_size: int = 64
-    epochs: int = 10
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A named pair of model and training specs: what every subcommand takes."""
-
-    name: str
-    model: ModelSpec
-    train: TrainSpec
-    description: str = ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation: one function per dataclass, called by every constructor path (TOML, CLI, Python).
-
-
-def _check_choice(value: Any, allowed: tuple[str, ...], what: str, where: str) -> None:
-    if value not in allowed:
-        raise SpecError(f"{where}: unknown {what} {value!r}; allowed: {', '.join(allowed)}")
-
-
-def _check_int(value: Any, what: str, where: str, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{where}: {what} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_number(value: Any, what: str, where: str, low: float, high: float,
-                  low_open: bool = False, high_open: bool = True) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise SpecError(f"{where}: {what} must be a finite number in {interval}, got {value!r}")
-
-
-def validate_layer(layer: LayerSpec, where: str) -> None:
-    _check_int(layer.units, "units", where)
-    _check_choice(layer.activation, ACTIVATIONS, "activation", where)
-    _check_number(layer.negative_slope, "negative_slope", where, 0.0, 1.0)
-    if not isinstance(layer.batch_norm, bool):
-        raise SpecError(f"{where}: batch_norm must be true or false, got {layer.batch_norm!r}")
-    _check_number(layer.dropout, "dropout", where, 0.0, 1.0)
-
-
-def validate_model(model: ModelSpec, where: str = "model") -> None:
-    if not isinstance(model.layers, tuple):
-        raise SpecError(f"{where}: layers must be a tuple of LayerSpec, got {type(model.layers).__name__}")
-    for index, layer in enumerate(model.layers):
-        validate_layer(layer, f"{where}.layers[{index}]")
-    _check_int(model.input_size, "input_size", where)
-    _check_int(model.output_size, "output_size", where)
-    _check_choice(model.init, INITS, "init", where)
-    _check_number(model.init_value, "init_value", where, -1e6, 1e6)
-    _check_choice(model.loss, LOSSES, "loss", where)
-    _check_number(model.label_smoothing, "label_smoothing", where, 0.0, 1.0)
-    if model.label_smoothing and model.loss != "cross_entropy":
-        raise SpecError(f"{where}: label_smoothing only applies to loss = \"cross_entropy\"")
-    _check_choice(model.dtype, DTYPES, "dtype", where)
-
-
-def validate_train(train: TrainSpec, where: str = "train") -> None:
-    _check_choice(train.optimizer, OPTIMIZERS, "optimizer", where)
-    _check_number(train.lr, "lr", where, 0.0, math.inf, low_open=True)
-    _check_number(train.momentum, "momentum", where, 0.0, 1.0)
-    _check_number(train.dampening, "dampening", where, 0.0, 1.0, high_open=False)
-    if train.nesterov and (train.momentum <= 0 or train.dampening != 0):
-        raise SpecError(f"{where}: nesterov needs momentum > 0 and dampening = 0 (as torch.optim.SGD)")
-    if not (isinstance(train.betas, tuple) and len(train.betas) == 2):
-        raise SpecError(f"{where}: betas must be a pair [beta1, beta2], got {train.betas!r}")
-    for beta in train.betas:
-        _check_number(beta, "each of betas", where, 0.0, 1.0)
-    _check_number(train.eps, "eps", where, 0.0, 1.0)
-    _check_number(train.alpha, "alpha", where, 0.0, 1.0, high_open=False)
-    _check_number(train.weight_decay, "weight_decay", where, 0.0, math.inf)
-    _check_number(train.l1, "l1", where, 0.0, math.inf)
-    _check_choice(train.schedule, SCHEDULES, "schedule", where)
-    _check_int(train.step_size, "step_size", where)
-    _check_number(train.gamma, "gamma", where, 0.0, 1.0, low_open=True, high_open=False)
-    _check_int(train.batch_size, "batch_size", where)
-    _check_int(train.epochs, "epochs", where)
-    _check_int(train.seed, "seed", where, minimum=0)
-
-
-def validate(spec: Spec, where: str = "spec") -> Spec:
-    """Check every field of `spec`, and that it fits MNIST (784 inputs, 10 classes)."""
-    validate_model(spec.model, f"{where}: model")
-    validate_train(spec.train, f"{where}: train")
-    if spec.model.input_size != MNIST_INPUT_SIZE:
-        raise SpecError(f"{where}: input_size {spec.model.input_size} does not fit MNIST images, "
-                        f"which have {MNIST_INPUT_SIZE} pixels (28x28); use input_size = {MNIST_INPUT_SIZE}")
-    if spec.train.batch_size < 2 and any(layer.batch_norm for layer in spec.model.layers):
-        raise SpecError(f"{where}: batch_size {spec.train.batch_size} with batch_norm: batch-norm needs "
-                        "at least 2 examples per batch for its statistics (torch refuses 1 too)")
-    if spec.model.output_size != MNIST_CLASSES:
-        raise SpecError(f"{where}: output size {spec.model.output_size} does not fit MNIST, which has "
-                        f"{MNIST_CLASSES} classes; the last layer must have {MNIST_CLASSES} units")
-    return spec
-
+from scratch_nn.layer_specs import ACTIVATIONS, LAYER_SPECS, LayerSpec, layer_from_dict
+from scratch_nn.spec_checks import SpecError
+from scratch_nn.spec_classes import (
+    DEFAULT_SPEC,
+    DTYPES,
+    INITS,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    ModelSpec,
+    Spec,
+    TrainSpec,
+    validate,
+    validate_model,
+)
 
 # ---------------------------------------------------------------------------------------------
 # From TOML
@@ -229,8 +78,47 @@ def _build(cls: type, table: Any, where: str, converters: dict[str, Any] | None 
 
 def _layers_from_toml(value: Any, where: str) -> tuple[LayerSpec, ...]:
     if not isinstance(value, list) or not value:
-        raise SpecError(f"{where}.layers: expected at least one [[model.layers]] table")
-    return tuple(_build(LayerSpec, table, f"{where}.layers[{index}]") for index, table in enumerate(value))
+        raise SpecError(f"{where}: expected layers = [{{ type = ... }}, ...], one entry per layer "
+                        f"(types: {', '.join(LAYER_SPECS)})")
+    for index, table in enumerate(value):
+        if isinstance(table, dict) and "type" not in table and set(table) & OLD_KEYS:
+            raise SpecError(old_form_message(table, f"{where}: layers.{index}"))
+    return tuple(layer_from_dict(table, f"{where}: layers.{index}") for index, table in enumerate(value))
+
+
+OLD_KEYS = {"units", "activation", "negative_slope", "batch_norm", "dropout"}  # a hidden block, before the list
+
+
+def old_form_message(table: dict[str, Any], where: str) -> str:
+    """The error for a hidden-block table of the old form (`units`, `activation`, ...): the same
+    layers in the new form, one entry per layer."""
+    from scratch_nn.notation import block_layers  # here: notation builds on this module
+
+    try:
+        layers = block_layers(table["units"], table.get("activation", "relu"), table.get("negative_slope", 0.01),
+                              table.get("batch_norm", False), table.get("dropout", 0.0))
+        new = ", ".join(layer.toml() for layer in layers)
+    except (SpecError, TypeError, KeyError):
+        new = '{ type = "linear", out_features = UNITS }, { type = "relu" }, ...'
+    return (f"{where}: {{ units = ... }} is the old form of a hidden block; one entry is now one layer: write "
+            f"it as {new} (and end the list with the output layer, {{ type = \"linear\", out_features = 10 }})")
+
+
+def _model_table(table: Any, where: str) -> dict[str, Any]:
+    """The [model] table with its layers and input_shape made into spec values; old keys explained."""
+    if not isinstance(table, dict):
+        raise SpecError(f"{where}: expected a table, got {table!r}")
+    table = dict(table)
+    if "input_size" in table:
+        raise SpecError(f"{where}: input_size is now input_shape, the shape of one example: "
+                        f"input_shape = [{table['input_size']}]")
+    if "output_size" in table:
+        raise SpecError(f"{where}: output_size is now the last layer's own: end the layers with "
+                        f"{{ type = \"linear\", out_features = {table['output_size']} }}")
+    table["layers"] = _layers_from_toml(table.get("layers"), where)
+    if isinstance(table.get("input_shape"), list):
+        table["input_shape"] = tuple(table["input_shape"])
+    return table
 
 
 def spec_from_dict(data: dict[str, Any], where: str, default_name: str = "spec") -> Spec:
@@ -240,11 +128,8 @@ def spec_from_dict(data: dict[str, Any], where: str, default_name: str = "spec")
         if key not in allowed:
             raise SpecError(f"{where}: unknown top-level key {key!r}; allowed keys: {', '.join(allowed)}")
     if "model" not in data:
-        raise SpecError(f"{where}: missing the [model] table (with at least one [[model.layers]])")
-    model_table = dict(data["model"]) if isinstance(data["model"], dict) else data["model"]
-    if isinstance(model_table, dict):
-        model_table["layers"] = _layers_from_toml(model_table.get("layers"), f"{where}: model")
-    model = _build(ModelSpec, model_table, f"{where}: [model]")
+        raise SpecError(f"{where}: missing the [model] table (with its layers = [...])")
+    model = _build(ModelSpec, _model_table(data["model"], f"{where}: [model]"), f"{where}: [model]")
     train = _build(TrainSpec, data.get("train", {}), f"{where}: [train]",
                    {"betas": lambda betas: tuple(betas) if isinstance(betas, list) else betas})
     name = data.get("name", default_name)
@@ -306,10 +191,9 @@ def with_overrides(spec: Spec, *, layers: str | None = None, model: dict[str, An
     train_changes = {key: value for key, value in (train or {}).items() if value is not None}
     name, description = spec.name, spec.description
     if layers is not None:
-        from scratch_nn.notation import parse_layers  # here: notation builds on this module's LayerSpec
+        from scratch_nn.notation import parse_layers  # here: notation builds on this module
 
-        hidden, output_size = parse_layers(layers)
-        model_changes.update(layers=hidden, output_size=output_size)
+        model_changes.update(layers=parse_layers(layers))
         name = "layers-" + layers.replace(",", "-").replace(":", "")
         description = f"the {spec.name} spec with --layers {layers}"
     new = replace(spec, name=name, description=description, model=replace(spec.model, **model_changes),
@@ -318,8 +202,11 @@ def with_overrides(spec: Spec, *, layers: str | None = None, model: dict[str, An
 
 
 def to_dict(spec: Spec) -> dict[str, Any]:
-    """The spec as plain data (for summary.json and reports)."""
-    return asdict(spec)
+    """The spec as plain data (for summary.json and reports); `spec_from_dict` reads it back."""
+    plain = asdict(spec)
+    plain["model"]["layers"] = [{"type": layer.type, **layer.arguments()} for layer in spec.model.layers]
+    plain["model"]["input_shape"] = list(spec.model.input_shape)
+    return plain
 
 
 # The settings that only some choices read: setting -> (the choosing setting, the choices that
@@ -344,7 +231,7 @@ def settings_in_use(spec: Spec) -> dict[str, Any]:
 
 __all__ = [
     "ACTIVATIONS", "INITS", "LOSSES", "OPTIMIZERS", "SCHEDULES", "DTYPES", "DEFAULT_SPEC",
-    "SpecError", "LayerSpec", "ModelSpec", "TrainSpec", "Spec",
+    "SpecError", "LayerSpec", "LAYER_SPECS", "ModelSpec", "TrainSpec", "Spec", "validate_model",
     "validate", "load_spec", "load_spec_file", "load_builtin_spec", "builtin_spec_names",
     "with_overrides", "spec_from_dict", "to_dict", "settings_in_use",
 ]

@@ -2,8 +2,9 @@
 
     loss, logits = train_step(model, loss_fn, optimizer, x, y, l1=0.0)
 
-L1 adds  l1 * sum |W|  over the weights of every Linear layer (not biases, not batch-norm) to the
-loss, and its gradient  l1 * sign(W)  to those weights' gradients, after the backward pass.
+L1 adds  l1 * sum |W|  over the weights of the weight layers the spec names (its linear layers; not
+biases, not batch-norm: `Sequential.weight_layers`) to the loss, and its gradient  l1 * sign(W)  to
+those weights' gradients, after the backward pass.
 torch_ref adds the same term to the torch loss; autograd's gradient of |w| is sign(w) too, with
 sign(0) = 0.
 
@@ -16,24 +17,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch_nn.layers import Linear
-
 
 def l1_penalty(model, l1: float) -> float:
-    """l1 * sum |W| over the model's Linear weights (0.0 when l1 is 0, without touching them)."""
+    """l1 * sum |W| over the model's weight layers (0.0 when l1 is 0, without touching them)."""
     if not l1:
         return 0.0
-    return l1 * sum(float(np.abs(layer.params["weight"]).sum()) for layer in model.layers
-                    if isinstance(layer, Linear))
+    return l1 * sum(float(np.abs(layer.params["weight"]).sum()) for _, layer in model.weight_layers())
 
 
 def add_l1_gradient(model, l1: float) -> None:
-    """grad_W += l1 * sign(W) for every Linear weight, in place (after `model.backward`)."""
+    """grad_W += l1 * sign(W) for every weight layer's weight, in place (after `model.backward`)."""
     if not l1:
         return
-    for layer in model.layers:
-        if isinstance(layer, Linear):
-            layer.grads["weight"] += l1 * np.sign(layer.params["weight"])
+    for _, layer in model.weight_layers():
+        layer.grads["weight"] += l1 * np.sign(layer.params["weight"])
 
 
 def train_step(model, loss_fn, optimizer, x: np.ndarray, y: np.ndarray,

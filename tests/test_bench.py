@@ -16,7 +16,8 @@ import pytest
 
 from benchmark.bench.timing import inference_flops, linear_shapes, training_flops
 from benchmark.commands.cli import main
-from scratch_nn.spec import LayerSpec, ModelSpec
+from scratch_nn.notation import parse_layers
+from scratch_nn.spec import ModelSpec
 
 DOCUMENTED_COLUMNS = ["spec", "dtype", "batch_size", "metric", "unit", "scratch", "torch", "ratio", "update_path"]
 DOCUMENTED_METRICS = {"step_time", "forward_time", "backward_time", "update_time", "inference_time",
@@ -25,8 +26,7 @@ DOCUMENTED_METRICS = {"step_time", "forward_time", "backward_time", "update_time
 
 
 def tiny(*hidden: int, input_size: int = 3, output_size: int = 2) -> ModelSpec:
-    return ModelSpec(layers=tuple(LayerSpec(units) for units in hidden), input_size=input_size,
-                     output_size=output_size)
+    return ModelSpec(layers=parse_layers(",".join(map(str, (*hidden, output_size)))), input_shape=(input_size,))
 
 
 @pytest.mark.parametrize("model, batch, forward, training", [
@@ -208,7 +208,7 @@ def test_quick_run_writes_markdown_and_plot_atomically(quick_run):
     (["--repeats", "0"], "--repeats must be a positive integer, got 0"),
     (["--threads", "0"], "--threads must be a positive integer, got 0"),
     (["--epochs", "1"], "--epochs (of the memory runs) must be at least 2"),
-    (["--layers", "64:relu,7"], "output size 7 does not fit MNIST"),
+    (["--layers", "64:relu,7"], "layers.2 (linear) gives (N, 7), which does not fit MNIST's 10 classes"),
     (["--spec", "dropout-bn", "--batch-sizes", "1,64"], "cannot train on a batch of 1"),
 ])
 def test_bad_input_exits_2_with_one_line(arguments, message, capsys):

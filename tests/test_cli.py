@@ -18,7 +18,7 @@ def svt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("layers, message", [
     ("256:foo,10", "unknown activation 'foo'; allowed: identity, relu, leaky_relu, sigmoid, tanh, elu, gelu, softplus"),
     ("0:relu,10", "units must be a positive integer, got 0"),
-    ("256:relu,7", "output size 7 does not fit MNIST, which has 10 classes"),
+    ("256:relu,7", "layers.2 (linear) gives (N, 7), which does not fit MNIST's 10 classes"),
 ])
 def test_every_model_command_rejects_a_bad_spec_the_same_way(command, layers, message):
     result = svt(command, "--layers", layers)
@@ -31,10 +31,10 @@ def test_every_model_command_rejects_a_bad_spec_the_same_way(command, layers, me
 @pytest.mark.parametrize("command", MODEL_COMMANDS)
 def test_unknown_spec_file_is_a_clear_error(command, tmp_path):
     bad = tmp_path / "typo.toml"
-    bad.write_text("[model]\n[[model.layers]]\nunits = 16\nactivaton = 'relu'\n")
+    bad.write_text("[model]\nlayers = [{ type = 'linear', out_features = 16 }, { type = 'relu', inplace = true }]\n")
     result = svt(command, "--spec", str(bad))
     assert result.returncode == 2
-    assert f"{bad}: model.layers[0]: unknown key 'activaton'" in result.stderr
+    assert f"{bad}: [model]: layers.1: unknown key 'inplace' for a relu layer" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -48,8 +48,9 @@ def test_help_on_every_subcommand(command):
 def test_describe_prints_the_table_and_total():
     result = svt("describe", "--layers", "64:tanh,32:gelu,10", "--dtype", "float64")
     assert result.returncode == 0, result.stderr
-    assert "layers.0  Linear  (N, 64)" in result.stdout
-    assert "layers.3  GELU    (N, 32)" in result.stdout
+    assert "layers.0  linear  (N, 64)       out_features=64  50,240  kaiming_uniform" in result.stdout
+    assert "layers.3  gelu    (N, 32)                             0" in result.stdout
+    assert "layers.4  linear  (N, 10)       out_features=10     330  kaiming_uniform" in result.stdout
     # 784*64+64 + 64*32+32 + 32*10+10 = 50,240 + 2,080 + 330
     assert "total parameters: 52,650   dtype: float64" in result.stdout
 
@@ -98,12 +99,21 @@ def test_a_folder_given_as_an_output_file_is_refused(tmp_path):
     assert f"--dump '{tmp_path}' is a folder" in result.stderr
 
 
-def test_a_layer_without_units_is_a_clear_error(tmp_path):
+def test_an_old_form_spec_is_a_clear_error_showing_the_new_form(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text("[model]\n[[model.layers]]\nunits = 16\nactivation = 'tanh'\n")
+    result = svt("describe", "--spec", str(path))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert (f"{path}: [model]: layers.0: {{ units = ... }} is the old form of a hidden block; one entry is now "
+            'one layer: write it as { type = "linear", out_features = 16 }, { type = "tanh" }') in result.stderr
+
+
+def test_a_layer_without_out_features_is_a_clear_error(tmp_path):
     path = tmp_path / "no_units.toml"
-    path.write_text("[model]\n[[model.layers]]\nactivation = 'relu'\n")
+    path.write_text("[model]\n[[model.layers]]\ntype = 'linear'\n")
     result = svt("describe", "--spec", str(path))
     assert result.returncode == 2
-    assert f"{path}: model.layers[0]: missing key 'units'" in result.stderr
+    assert f"{path}: [model]: layers.0: a linear layer needs out_features" in result.stderr
 
 
 @pytest.mark.parametrize("command", MODEL_COMMANDS)
@@ -151,7 +161,7 @@ def test_a_batch_larger_than_its_data_is_refused_before_any_work(args, message):
 
 def test_a_spec_batch_size_larger_than_the_data_is_named_as_the_spec_s(tmp_path):
     path = tmp_path / "huge.toml"
-    path.write_text("[model]\n[[model.layers]]\nunits = 16\n[train]\nbatch_size = 70000\n")
+    path.write_text("[model]\nlayers = [{ type = 'linear', out_features = 10 }]\n[train]\nbatch_size = 70000\n")
     result = svt("run", "--spec", str(path), timeout=30)
     assert result.returncode == 2
     assert "the spec's batch_size 70000 is larger than the 60000 training images" in result.stderr

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from scratch_nn.init import SCHEMES, calculate_gain, init_linear
+from scratch_nn.init import SCHEMES, calculate_gain, fan_in_and_fan_out, init_weight_layer
 from scratch_nn.layers import Linear
 from scratch_nn.model import MLP
-from scratch_nn.spec import LayerSpec, ModelSpec
+from scratch_nn.notation import parse_layers
+from scratch_nn.spec import ModelSpec
 
 FAN_OUT, FAN_IN = 400, 500  # 200,000 weights: the sample std is within ~0.3% of the true one
 # Our activations without a torch gain use relu's (documented in scratch_nn.init).
@@ -37,7 +38,7 @@ def torch_weight(scheme, nonlinearity, slope, dtype=torch.float64):
 
 def our_linear(scheme, seed, nonlinearity="linear", slope=0.01, dtype=np.float64, value=0.0):
     layer = Linear(FAN_IN, FAN_OUT, dtype=dtype)
-    init_linear(layer, scheme, np.random.default_rng(seed), nonlinearity, slope, value)
+    init_weight_layer(layer, scheme, np.random.default_rng(seed), calculate_gain(nonlinearity, slope), value)
     return layer
 
 
@@ -77,6 +78,18 @@ def test_calculate_gain_of_activations_torch_lacks_is_relus():
         calculate_gain("swish")
 
 
+@pytest.mark.parametrize("shape", [(7, 5), (6, 3, 5), (8, 2, 3, 3), (4, 1, 5, 5)])
+def test_fan_in_and_fan_out_of_any_weight_shape_are_torchs(shape):
+    """Linear (out, in) and conv (out, in / groups, kH, kW) weights: torch's _calculate_fan_in_and_fan_out."""
+    expected = torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
+    assert fan_in_and_fan_out(np.empty(shape)) == expected
+
+
+def test_fan_in_needs_two_dimensions():
+    with pytest.raises(ValueError, match="fewer than 2 dimensions, got shape \\(5,\\)"):
+        fan_in_and_fan_out(np.empty(5))
+
+
 def test_torch_default_bias_is_uniform_within_one_over_sqrt_fan_in(seed):
     bias = our_linear("torch_default", seed).params["bias"]
     torch_bias = torch.nn.Linear(FAN_IN, FAN_OUT, dtype=torch.float64).bias.detach().numpy()
@@ -112,8 +125,8 @@ def test_unknown_scheme_is_refused(seed):
 
 
 def test_mlp_initialises_linear_layers_in_order_weight_then_bias(seed):
-    spec = ModelSpec((LayerSpec(30, "relu", batch_norm=True, dropout=0.5), LayerSpec(20, "tanh")),
-                     input_size=40, output_size=10, init="torch_default", dtype="float64")
+    spec = ModelSpec(parse_layers("30:relu+bn+dropout0.5,20:tanh,10"), input_shape=(40,), init="torch_default",
+                     dtype="float64")
     model = MLP(spec, np.random.default_rng(seed))
     rng = np.random.default_rng(seed)
     expected = [Linear(40, 30, dtype=np.float64, rng=rng), Linear(30, 20, dtype=np.float64, rng=rng),
@@ -125,9 +138,34 @@ def test_mlp_initialises_linear_layers_in_order_weight_then_bias(seed):
 
 
 def test_mlp_gives_hidden_layers_their_activation_gain_and_the_output_layer_gain_1(seed):
-    spec = ModelSpec((LayerSpec(1000, "tanh"), LayerSpec(1000, "leaky_relu", negative_slope=0.3)),
-                     input_size=500, output_size=1000, init="kaiming_normal", dtype="float32")
+    spec = ModelSpec(parse_layers("1000:tanh,1000:leaky_relu0.3,1000"), input_shape=(500,), init="kaiming_normal",
+                     dtype="float32")
     model = MLP(spec, np.random.default_rng(seed))
     stds = [model.layers[index].params["weight"].std() for index in (0, 2, 4)]
     expected = [5 / 3 / math.sqrt(500), math.sqrt(2 / (1 + 0.3**2)) / math.sqrt(1000), 1 / math.sqrt(1000)]
     np.testing.assert_allclose(stds, expected, rtol=0.01)
+
+
+@pytest.mark.parametrize("layers, gains", [
+    # linear -> batch-norm -> dropout -> leaky_relu: the activation's gain, what lies between passed over
+    ("linear bn dropout leaky linear", {0: math.sqrt(2 / (1 + 0.3**2)), 4: 1.0}),
+    # a linear followed by a linear: no activation before the next weight layer, gain 1
+    ("linear linear tanh linear", {0: 1.0, 1: 5 / 3, 3: 1.0}),
+    ("flatten linear silu linear", {1: math.sqrt(2.0), 3: 1.0}),  # torch has no SiLU gain: relu's
+])
+def test_the_gain_is_the_first_activation_after_a_weight_layer(layers, gains):
+    from scratch_nn.layer_specs import (
+        BatchNorm1dSpec,
+        DropoutSpec,
+        FlattenSpec,
+        LeakyReLUSpec,
+        LinearSpec,
+        SiLUSpec,
+        TanhSpec,
+        init_gain,
+    )
+
+    kinds = {"linear": LinearSpec(4), "bn": BatchNorm1dSpec(), "dropout": DropoutSpec(0.1), "tanh": TanhSpec(),
+             "leaky": LeakyReLUSpec(0.3), "flatten": FlattenSpec(), "silu": SiLUSpec()}
+    specs = tuple(kinds[name] for name in layers.split())
+    assert {index: init_gain(specs, index) for index, layer in enumerate(specs) if layer.role == "weight"} == gains

@@ -1,4 +1,11 @@
-"""Layers and activations: finite-difference gradient checks, and forward/backward against torch (float64)."""
+"""Layers and activations: finite-difference gradient checks, and forward/backward against torch (float64).
+
+`LAYER_ROWS` is the layer test table: one entry per layer type of the spec registry, each a few
+configurations (a layer spec and the input shape). Every configuration is built on both sides
+through the project's own tables (`scratch_nn.model.LAYER_CLASSES`, `torch_ref.TORCH_BUILDERS`),
+torch's parameters copied from scratch's, and compared (tinygrad's `_test_conv` helper shape); a
+test checks that the registry, both tables and this one have the same keys.
+"""
 import math
 import warnings
 
@@ -6,9 +13,28 @@ import numpy as np
 import pytest
 import torch
 
-from scratch_nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, erf, erfc
+from scratch_nn.activations import ReLU, erf, erfc
 from scratch_nn.gradcheck import check_layer_gradients
+from scratch_nn.layer_specs import (
+    LAYER_SPECS,
+    BatchNorm1dSpec,
+    DropoutSpec,
+    ELUSpec,
+    FlattenSpec,
+    GELUSpec,
+    HardtanhSpec,
+    IdentitySpec,
+    LeakyReLUSpec,
+    LinearSpec,
+    ReLUSpec,
+    SigmoidSpec,
+    SiLUSpec,
+    SoftplusSpec,
+    TanhSpec,
+)
 from scratch_nn.layers import SHORT_BATCH, BatchNorm1d, Dropout, Linear
+from scratch_nn.model import LAYER_CLASSES
+from torch_ref.model import TORCH_BUILDERS
 
 GRAD_TOLERANCE = 1e-7  # max elementwise relative error of a float64 finite-difference check
 # The O(h^4) stencil at h = 1e-3 (inputs kept 1e-2 from kinks, so 2h never crosses one): over 100
@@ -17,20 +43,45 @@ GRAD_TOLERANCE = 1e-7  # max elementwise relative error of a float64 finite-diff
 CHECK = {"eps": 1e-3, "order": 4}
 TORCH_RTOL, TORCH_ATOL = 1e-12, 1e-14  # float64 against torch float64
 
-# name -> (scratch layer factory, torch module factory)
-ACTIVATIONS = {
-    "identity": (Identity, torch.nn.Identity),
-    "relu": (ReLU, torch.nn.ReLU),
-    "leaky_relu": (LeakyReLU, torch.nn.LeakyReLU),
-    "leaky_relu_0.2": (lambda: LeakyReLU(0.2), lambda: torch.nn.LeakyReLU(0.2)),
-    "sigmoid": (Sigmoid, torch.nn.Sigmoid),
-    "tanh": (Tanh, torch.nn.Tanh),
-    "elu": (ELU, torch.nn.ELU),
-    "elu_1.5": (lambda: ELU(1.5), lambda: torch.nn.ELU(1.5)),
-    "gelu": (GELU, torch.nn.GELU),
-    "softplus": (Softplus, torch.nn.Softplus),
-    "softplus_beta2": (lambda: Softplus(beta=2.0, threshold=5.0), lambda: torch.nn.Softplus(beta=2.0, threshold=5.0)),
+# type -> configurations (layer spec, input shape without the batch); one key per layer type
+LAYER_ROWS = {
+    "linear": [(LinearSpec(4), (6,)), (LinearSpec(3, bias=False), (5,))],
+    "batch_norm1d": [(BatchNorm1dSpec(), (5,)), (BatchNorm1dSpec(eps=1e-3, momentum=0.2), (4,))],
+    "dropout": [(DropoutSpec(0.4), (5,))],
+    "flatten": [(FlattenSpec(), (2, 3, 2)), (FlattenSpec(start_dim=2), (2, 3, 2))],
+    "identity": [(IdentitySpec(), (5,))],
+    "relu": [(ReLUSpec(), (5,))],
+    "leaky_relu": [(LeakyReLUSpec(), (5,)), (LeakyReLUSpec(negative_slope=0.2), (5,))],
+    "sigmoid": [(SigmoidSpec(), (5,))],
+    "tanh": [(TanhSpec(), (5,))],
+    "elu": [(ELUSpec(), (5,)), (ELUSpec(alpha=1.5), (5,))],
+    "gelu": [(GELUSpec(), (5,))],
+    "softplus": [(SoftplusSpec(), (5,)), (SoftplusSpec(beta=2.0, threshold=5.0), (5,))],
+    "silu": [(SiLUSpec(), (5,))],
+    "hardtanh": [(HardtanhSpec(), (5,)), (HardtanhSpec(min_val=-0.5, max_val=2.0), (5,))],
 }
+ROWS = [pytest.param(spec, shape, id=f"{spec.toml()} on {shape}") for rows in LAYER_ROWS.values()
+        for spec, shape in rows]
+ACTIVATION_ROWS = [row for row in ROWS if row.values[0].role == "activation"]
+
+
+def both_sides(spec, shape, rng, dtype=np.float64):
+    """The layer of `spec` built by the scratch class table and by torch's builder table, torch's
+    parameters copied from scratch's (randomised first: batch-norm's would be ones and zeros)."""
+    ours = LAYER_CLASSES[spec.type](spec, shape, np.dtype(dtype), rng)
+    theirs = TORCH_BUILDERS[spec.type](spec, shape, {np.float64: torch.float64, np.float32: torch.float32}[dtype])
+    for value in ours.params.values():
+        value[...] = rng.uniform(0.5, 1.5, value.shape) * rng.choice([-1, 1], value.shape)
+    with torch.no_grad():
+        for name, value in ours.params.items():
+            getattr(theirs, name).copy_(torch.tensor(value))
+    return ours, theirs
+
+
+def test_the_registry_both_builder_tables_and_this_table_have_the_same_keys():
+    """A layer type is in the spec registry, has a scratch class, a torch builder and a test row, or
+    this fails: adding one touches these four places and nothing else."""
+    assert set(LAYER_SPECS) == set(LAYER_CLASSES) == set(TORCH_BUILDERS) == set(LAYER_ROWS)
 
 
 @pytest.fixture
@@ -45,9 +96,14 @@ def assert_gradients_close(errors, where, worst):
     assert max(errors.values()) <= GRAD_TOLERANCE, f"{where}: {errors}"
 
 
-def away_from_kinks(x):
-    """Push entries within 1e-2 of 0 (ReLU's kink) to +-0.5, so x +- 2h never crosses it."""
-    return np.where(np.abs(x) < 1e-2, np.copysign(0.5, x), x)
+def away_from_kinks(x, spec=None):
+    """Push entries within 1e-2 of 0 (ReLU's kink) to +-0.5, so x +- 2h never crosses it; with a
+    layer spec, also those within 1e-2 of any of its float settings (where a clip like hardtanh's
+    min_val and max_val puts its kinks) by 0.05 (harmless for settings that are no kinks)."""
+    x = np.where(np.abs(x) < 1e-2, np.copysign(0.5, x), x)
+    for point in [value for value in (spec.arguments().values() if spec else ()) if isinstance(value, float)]:
+        x = np.where(np.abs(x - point) < 1e-2, x + 0.05, x)
+    return x
 
 
 def torch_forward_backward(module, x, grad_out):
@@ -81,21 +137,61 @@ def test_erf_keeps_float32():
 
 
 # ---------------------------------------------------------------------------------------------
-# Activations
+# Every layer type: the table above
 
 
-@pytest.mark.parametrize("name", ACTIVATIONS)
-def test_activation_gradient_matches_finite_differences(name, rng, worst_gradient_error):
-    layer = ACTIVATIONS[name][0]()
-    x = away_from_kinks(rng.standard_normal((7, 5)) * 1.5)
-    grad_out = rng.standard_normal((7, 5))
-    errors = check_layer_gradients(layer, x, grad_out, **CHECK)
-    assert_gradients_close(errors, name, worst_gradient_error)
+@pytest.mark.parametrize("spec, shape", ROWS)
+def test_layer_gradient_matches_finite_differences(spec, shape, rng, worst_gradient_error):
+    layer, _ = both_sides(spec, shape, rng)
+    x = away_from_kinks(rng.standard_normal((7, *shape)) * 1.5, spec)
+    output_shape = layer.forward(x).shape
+    errors = check_layer_gradients(layer, x, rng.standard_normal(output_shape), **CHECK)
+    assert set(errors) == {"input", *layer.params}
+    assert_gradients_close(errors, spec.toml(), worst_gradient_error)
 
 
-@pytest.mark.parametrize("name", ACTIVATIONS)
-def test_activation_matches_torch_forward_and_backward(name, rng):
-    ours, theirs = ACTIVATIONS[name][0](), ACTIVATIONS[name][1]()
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("spec, shape", ROWS)
+def test_layer_matches_torch_forward_backward_and_state(spec, shape, training, rng):
+    ours, theirs = both_sides(spec, shape, rng)
+    ours.training = training
+    theirs.train(training)
+    x = rng.standard_normal((6, *shape)) * 2
+    out = ours.forward(x)
+    if getattr(ours, "mask", None) is not None and training:
+        theirs.next_mask = torch.tensor(ours.mask)  # torch_ref's MaskedDropout applies scratch's mask
+    grad_out = rng.standard_normal(out.shape)
+    out_torch, grad_torch = torch_forward_backward(theirs, x, grad_out)
+    np.testing.assert_allclose(out, out_torch, rtol=TORCH_RTOL, atol=TORCH_ATOL)
+    np.testing.assert_allclose(ours.backward(grad_out), grad_torch, rtol=1e-11, atol=TORCH_ATOL)
+    for name, grad in ours.grads.items():
+        np.testing.assert_allclose(grad, getattr(theirs, name).grad.numpy(), rtol=1e-11, atol=1e-12)
+    torch_buffers = dict(theirs.named_buffers())
+    assert set(ours.buffers) == set(torch_buffers)
+    for name, value in ours.buffers.items():
+        np.testing.assert_allclose(value, torch_buffers[name].numpy(), rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("spec, shape", ROWS)
+def test_layer_follows_the_protocol(spec, shape, rng):
+    """Backward before forward is the protocol's error; input_grad=False still fills grads, returns None."""
+    layer, _ = both_sides(spec, shape, rng, np.float32)
+    with pytest.raises(RuntimeError, match=rf"{type(layer).__name__}\.backward called before forward"):
+        layer.backward(np.ones((2, *shape), np.float32))
+    x = rng.standard_normal((4, *shape)).astype(np.float32)
+    out = layer.forward(x)
+    assert out.dtype == np.float32 and out.shape == (4, *spec.output_shape(shape))
+    grad_in = layer.backward(np.ones_like(out))
+    assert grad_in.dtype == np.float32 and grad_in.shape == x.shape
+    grads = {name: grad.copy() for name, grad in layer.grads.items()}
+    assert layer.backward(np.ones_like(out), input_grad=False) is None
+    for name, grad in layer.grads.items():
+        np.testing.assert_array_equal(grad, grads[name])
+
+
+@pytest.mark.parametrize("spec, shape", ACTIVATION_ROWS)
+def test_activation_is_stable_at_extreme_inputs_as_torch(spec, shape, rng):
+    ours, theirs = both_sides(spec, shape, rng)
     x = np.concatenate([rng.standard_normal((6, 8)) * 3, [[-800, -40, -12, -1e-8, 1e-8, 12, 40, 800]]])
     grad_out = rng.standard_normal(x.shape)
     with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
@@ -105,14 +201,6 @@ def test_activation_matches_torch_forward_and_backward(name, rng):
     out_torch, grad_torch = torch_forward_backward(theirs, x, grad_out)
     np.testing.assert_allclose(out, out_torch, rtol=TORCH_RTOL, atol=TORCH_ATOL)
     np.testing.assert_allclose(grad_in, grad_torch, rtol=TORCH_RTOL, atol=TORCH_ATOL)
-
-
-@pytest.mark.parametrize("name", ACTIVATIONS)
-def test_activation_keeps_float32(name, rng):
-    layer = ACTIVATIONS[name][0]()
-    x = rng.standard_normal((4, 3)).astype(np.float32)
-    assert layer.forward(x).dtype == np.float32
-    assert layer.backward(np.ones_like(x)).dtype == np.float32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,24 +365,3 @@ def test_dropout_uses_an_injected_mask_once_and_is_identity_in_eval(rng):
 def test_dropout_refuses_a_probability_outside_0_1():
     with pytest.raises(ValueError, match="between 0 and 1, but got 1.5"):
         Dropout(1.5)
-
-
-# ---------------------------------------------------------------------------------------------
-# The protocol
-
-
-LAYER_FACTORIES = {"Linear": lambda: Linear(3, 2), "BatchNorm1d": lambda: BatchNorm1d(3),
-                   "Dropout": lambda: Dropout(0.5), **{name: pair[0] for name, pair in ACTIVATIONS.items()}}
-
-
-@pytest.mark.parametrize("name", LAYER_FACTORIES)
-def test_backward_before_forward_raises(name):
-    layer = LAYER_FACTORIES[name]()
-    with pytest.raises(RuntimeError, match=rf"{type(layer).__name__}\.backward called before forward"):
-        layer.backward(np.ones((2, 3), np.float32))
-
-
-def test_every_spec_activation_is_checked_here():
-    """Adding a name to scratch_nn.spec.ACTIVATIONS fails here until the table above covers it."""
-    from scratch_nn.spec import ACTIVATIONS as SPEC_ACTIVATIONS
-    assert set(SPEC_ACTIVATIONS) <= set(ACTIVATIONS)

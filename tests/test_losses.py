@@ -7,7 +7,8 @@ import torch
 
 from scratch_nn.gradcheck import numerical_gradient, relative_error
 from scratch_nn.losses import CrossEntropyLoss, MSELoss, build_loss, log_softmax, softmax
-from scratch_nn.spec import LayerSpec, ModelSpec
+from scratch_nn.notation import parse_layers
+from scratch_nn.spec import ModelSpec
 
 GRAD_TOLERANCE = 1e-7
 N, C = 7, 10  # an odd batch: the mean must be over the batch actually given
@@ -136,7 +137,7 @@ def test_backward_before_forward_raises(loss_class):
 
 
 def test_build_loss_follows_the_spec():
-    hidden = (LayerSpec(4),)
+    hidden = parse_layers("4,10")
     smoothed = build_loss(ModelSpec(hidden, loss="cross_entropy", label_smoothing=0.2))
     assert isinstance(smoothed, CrossEntropyLoss) and smoothed.label_smoothing == 0.2
     assert isinstance(build_loss(ModelSpec(hidden, loss="mse")), MSELoss)

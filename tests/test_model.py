@@ -9,23 +9,23 @@ import pytest
 import torch
 
 import scratch_nn
+from scratch_nn.activations import ACTIVATION_CLASSES
 from scratch_nn.gradcheck import check_model_gradients
 from scratch_nn.io import load_npz, save_npz
+from scratch_nn.layer_specs import LinearSpec
 from scratch_nn.losses import CrossEntropyLoss, MSELoss, build_loss
 from scratch_nn.model import MLP
-from scratch_nn.spec import LayerSpec, ModelSpec
+from scratch_nn.notation import block_layers, parse_layers
+from scratch_nn.spec import ModelSpec
 
 GRAD_TOLERANCE = 1e-7
-TORCH_ACTIVATIONS = {"identity": torch.nn.Identity, "relu": torch.nn.ReLU, "leaky_relu": torch.nn.LeakyReLU,
-                     "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU,
-                     "gelu": torch.nn.GELU, "softplus": torch.nn.Softplus}
 
 
 def small_spec(dtype="float64", activations=("relu", "tanh"), **model):
     """Two hidden layers, the first with BatchNorm and dropout: every kind of layer appears."""
-    layers = (LayerSpec(16, activations[0], negative_slope=0.1, batch_norm=True, dropout=0.25),
-              LayerSpec(12, activations[1]))
-    return ModelSpec(layers, **{"input_size": 20, "output_size": 10, "dtype": dtype, "label_smoothing": 0.1,
+    layers = (*block_layers(16, activations[0], negative_slope=0.1, batch_norm=True, dropout=0.25),
+              *block_layers(12, activations[1]), LinearSpec(10))
+    return ModelSpec(layers, **{"input_shape": (20,), "dtype": dtype, "label_smoothing": 0.1,
                                 "init": "kaiming_uniform", **model})
 
 
@@ -42,21 +42,22 @@ class FixedMask(torch.nn.Module):
 
 
 class TorchTwin(torch.nn.Module):
-    """The torch model of a ModelSpec, built per docs/architecture.md."""
+    """The torch model of a ModelSpec's list, written out here (not torch_ref's builder table)."""
 
     def __init__(self, spec):
         super().__init__()
-        layers, features = [], spec.input_size
-        for hidden in spec.layers:
-            layers.append(torch.nn.Linear(features, hidden.units, dtype=torch.float64))
-            if hidden.batch_norm:
-                layers.append(torch.nn.BatchNorm1d(hidden.units, dtype=torch.float64))
-            activation = TORCH_ACTIVATIONS[hidden.activation]
-            layers.append(activation(hidden.negative_slope) if hidden.activation == "leaky_relu" else activation())
-            if hidden.dropout > 0:
+        layers, features = [], spec.input_shape[0]
+        for layer in spec.layers:
+            if layer.type == "linear":
+                layers.append(torch.nn.Linear(features, layer.out_features, dtype=torch.float64))
+                features = layer.out_features
+            elif layer.type == "batch_norm1d":
+                layers.append(torch.nn.BatchNorm1d(features, dtype=torch.float64))
+            elif layer.type == "dropout":
                 layers.append(FixedMask())
-            features = hidden.units
-        layers.append(torch.nn.Linear(features, spec.output_size, dtype=torch.float64))
+            else:
+                torch_class = getattr(torch.nn, ACTIVATION_CLASSES[layer.type].__name__)  # scratch names as torch.nn
+                layers.append(torch_class(**layer.arguments()))
         self.layers = torch.nn.Sequential(*layers)
 
     def forward(self, x):
@@ -74,7 +75,7 @@ def twin_of(model):
 
 
 def test_layer_sequence_of_the_architecture_example(rng):
-    spec = ModelSpec((LayerSpec(256, "relu", batch_norm=True, dropout=0.2),))
+    spec = ModelSpec(parse_layers("256:relu+bn+dropout0.2,10"))
     model = MLP(spec, rng)
     assert [(name, type(layer).__name__) for name, layer in model.named_layers()] == [
         ("layers.0", "Linear"), ("layers.1", "BatchNorm1d"), ("layers.2", "ReLU"), ("layers.3", "Dropout"),
@@ -276,7 +277,7 @@ def test_load_npz_explains_missing_corrupt_and_mismatched_files(rng, tmp_path):
     (tmp_path / "corrupt.npz").write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="is not a .npz written by save_npz"):
         load_npz(model, tmp_path / "corrupt.npz")
-    other = MLP(ModelSpec((LayerSpec(8),), input_size=20, output_size=10, dtype="float64"), rng)
+    other = MLP(ModelSpec(parse_layers("8,10"), input_shape=(20,), dtype="float64"), rng)
     save_npz(other, tmp_path / "other.npz")
     with pytest.raises(ValueError, match=r"other\.npz.*unexpected: \[.layers\.2\.weight."):
         load_npz(model, tmp_path / "other.npz")

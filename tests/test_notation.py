@@ -7,8 +7,14 @@ import sys
 
 import pytest
 
-from scratch_nn.notation import format_layers, parse_layers
-from scratch_nn.spec import LayerSpec, ModelSpec, SpecError, builtin_spec_names, load_builtin_spec, with_overrides
+from scratch_nn.layer_specs import BatchNorm1dSpec, ELUSpec, FlattenSpec, LinearSpec, ReLUSpec
+from scratch_nn.notation import block_layers, format_layers, layers_text, parse_layers
+from scratch_nn.spec import ModelSpec, SpecError, builtin_spec_names, load_builtin_spec, with_overrides
+
+
+def blocks(*hidden: tuple, output: int = 10) -> tuple:
+    """The list of hidden blocks given as block_layers arguments, then the output linear."""
+    return tuple(layer for block in hidden for layer in block_layers(*block)) + (LinearSpec(output),)
 
 
 def svt(*args: str) -> subprocess.CompletedProcess:
@@ -24,28 +30,46 @@ def test_every_builtin_spec_survives_the_round_trip(name):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("256:relu,128:tanh,64,10", [LayerSpec(256, "relu"), LayerSpec(128, "tanh"), LayerSpec(64, "relu")]),
-    ("3x64:sigmoid+bn,10", [LayerSpec(64, "sigmoid", batch_norm=True)] * 3),
-    ("512:relu+dropout0.25+bn,10", [LayerSpec(512, "relu", batch_norm=True, dropout=0.25)]),
-    ("32:leaky_relu0.2,2x16:leaky_relu,10",
-     [LayerSpec(32, "leaky_relu", negative_slope=0.2)] + [LayerSpec(16, "leaky_relu")] * 2),
+    ("256:relu,128:tanh,64,10", blocks((256, "relu"), (128, "tanh"), (64, "relu"))),
+    ("3x64:sigmoid+bn,10", blocks(*[(64, "sigmoid", 0.01, True)] * 3)),
+    ("512:relu+dropout0.25+bn,10", blocks((512, "relu", 0.01, True, 0.25))),
+    ("32:leaky_relu0.2,2x16:leaky_relu,10", blocks((32, "leaky_relu", 0.2), *[(16, "leaky_relu")] * 2)),
 ])
 def test_the_grammar(text, expected):
-    layers, output_size = parse_layers(text)
-    assert list(layers) == expected and output_size == 10
+    assert parse_layers(text) == expected
+
+
+def test_a_block_is_its_layers_in_torchs_order():
+    kinds = [layer.type for layer in parse_layers("64:tanh+dropout0.5+bn,10")]
+    assert kinds == ["linear", "batch_norm1d", "tanh", "dropout", "linear"]
 
 
 @pytest.mark.parametrize("layers, text", [
-    ([LayerSpec(128, "sigmoid")] * 8, "8x128:sigmoid,10"),
-    ([LayerSpec(64, "gelu", batch_norm=True, dropout=0.1), LayerSpec(64, "gelu")], "64:gelu+bn+dropout0.1,64:gelu,10"),
-    ([LayerSpec(16, "leaky_relu", negative_slope=0.125)], "16:leaky_relu0.125,10"),
-    ([LayerSpec(16, "leaky_relu"), LayerSpec(16, "leaky_relu", dropout=1e-05)],
+    (blocks(*[(128, "sigmoid")] * 8), "8x128:sigmoid,10"),
+    (blocks((64, "gelu", 0.01, True, 0.1), (64, "gelu")), "64:gelu+bn+dropout0.1,64:gelu,10"),
+    (blocks((16, "leaky_relu", 0.125)), "16:leaky_relu0.125,10"),
+    (blocks((16, "leaky_relu"), (16, "leaky_relu", 0.01, False, 1e-05)),
      "16:leaky_relu,16:leaky_relu+dropout1e-05,10"),
 ])
 def test_format_then_parse_gives_the_layers_back(layers, text):
-    model = ModelSpec(layers=tuple(layers))
+    model = ModelSpec(layers=layers)
     assert format_layers(model) == text
-    assert parse_layers(text) == (tuple(layers), 10)
+    assert parse_layers(text) == layers
+
+
+@pytest.mark.parametrize("layers", [
+    (FlattenSpec(), LinearSpec(10)),  # a flatten
+    (LinearSpec(16, init="xavier_normal"), ReLUSpec(), LinearSpec(10)),  # a layer's own init
+    (LinearSpec(16), BatchNorm1dSpec(eps=1e-3), ReLUSpec(), LinearSpec(10)),  # batch-norm's eps
+    (LinearSpec(16), ELUSpec(alpha=2.0), LinearSpec(10)),  # an activation's setting
+    (LinearSpec(16), LinearSpec(10)),  # a linear with no activation after it
+    (LinearSpec(16), ReLUSpec(), ReLUSpec(), LinearSpec(10)),  # two activations
+    (LinearSpec(16, bias=False), ReLUSpec(), LinearSpec(10)),  # no bias
+])
+def test_a_list_that_is_not_blocks_has_no_compact_form(layers):
+    model = ModelSpec(layers=layers)
+    assert format_layers(model) is None
+    assert layers_text(model).endswith("no --layers form)") and f"{len(layers)} layers" in layers_text(model)
 
 
 @pytest.mark.parametrize("text, pattern", [
@@ -54,7 +78,7 @@ def test_format_then_parse_gives_the_layers_back(layers, text):
     ("64:relu+bn+bn,10", r"unknown or repeated layer option '\+bn'.*allowed, once each: \+bn"),
     ("64:relu+batchnorm,10", r"unknown or repeated layer option '\+batchnorm'"),
     ("64:relu+dropout,10", r"dropout p must be a number in \[0, 1\) .* got ''"),
-    ("64:relu+dropout1.5,10", r"dropout must be a finite number in \[0, 1\), got 1.5"),
+    ("64:relu+dropout1.5,10", r"item 1 '64:relu\+dropout1\.5': p must be a finite number in \[0, 1\), got 1.5"),
     ("64:relu0.2,10", r"unknown activation 'relu0.2'"),
     ("64:leaky_reluX,10", r"the leaky_relu slope must be a number"),
     ("64:relu,10+bn", r"the last item is the output size alone"),

@@ -41,10 +41,12 @@ from benchmark.parity.trajectory import trajectory_parity
 from benchmark.sides import scratch as scratch_side
 from scratch_nn import optim
 from scratch_nn.activations import ReLU, Tanh
+from scratch_nn.layer_specs import LinearSpec
 from scratch_nn.layers import BatchNorm1d, Dropout, Linear
 from scratch_nn.losses import CrossEntropyLoss
 from scratch_nn.model import MLP
-from scratch_nn.spec import ACTIVATIONS, INITS, OPTIMIZERS, LayerSpec, ModelSpec, TrainSpec, validate_model
+from scratch_nn.notation import block_layers
+from scratch_nn.spec import ACTIVATIONS, INITS, OPTIMIZERS, ModelSpec, TrainSpec, validate_model
 
 INPUTS, CLASSES = 20, 10
 OPTIONS = [(False, 0.0), (True, 0.0), (False, 0.25), (True, 0.25)]  # (batch_norm, dropout) of layer 1
@@ -70,8 +72,8 @@ def one_torch_thread():
 
 def make_model(activation="relu", dtype="float64", init="kaiming_uniform", batch_norm=False, dropout=0.0,
                seed=0, **model) -> MLP:
-    first = LayerSpec(12, activation, negative_slope=0.1, batch_norm=batch_norm, dropout=dropout)
-    spec = ModelSpec(layers=(first, LayerSpec(8, "tanh")), input_size=INPUTS, output_size=CLASSES, init=init,
+    layers = (*block_layers(12, activation, 0.1, batch_norm, dropout), *block_layers(8, "tanh"), LinearSpec(CLASSES))
+    spec = ModelSpec(layers=layers, input_shape=(INPUTS,), init=init,
                      init_value=0.05 if init == "constant" else 0.0, dtype=dtype, **model)
     validate_model(spec)
     return MLP(spec, np.random.default_rng(seed))
@@ -422,8 +424,8 @@ class ScaledTanh(Tanh):
         super().__init__()
         self.factor = factor
 
-    def _backward(self, grad_out, cache):
-        return super()._backward(grad_out, cache) * self.factor
+    def _gradient(self, grad_out, cache):
+        return super()._gradient(grad_out, cache) * self.factor
 
 
 class BiasGradientNotAveraged(Linear):
@@ -438,17 +440,17 @@ class BiasGradientNotAveraged(Linear):
 class DropoutMaskForgottenInBackward(Dropout):
     """Planted: the backward passes the gradient of the dropped units on."""
 
-    def backward(self, grad_out):
-        super().backward(grad_out)
+    def backward(self, grad_out, input_grad=True):
+        super().backward(grad_out, input_grad)
         return grad_out
 
 
 class BatchNormWithoutMeanTerm(BatchNorm1d):
     """Planted: dL/dx = gamma / sigma * (g - x_hat * mean(g x_hat)), without the - mean(g) term."""
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, input_grad=True):
         _, inv_std, _ = self._cache
-        return super().backward(grad_out) + self.params["weight"] * inv_std * grad_out.mean(axis=0)
+        return super().backward(grad_out, input_grad) + self.params["weight"] * inv_std * grad_out.mean(axis=0)
 
 
 class AdamWithoutBiasCorrection(optim.Adam):
@@ -524,7 +526,7 @@ def test_planted_optimiser_bug_breaks(bug, dtype, seed, monkeypatch):
 class LeakyBackwardReLU(ReLU):
     """Broken on purpose: the backward lets the gradient of negative inputs through."""
 
-    def _backward(self, grad_out, x):
+    def _gradient(self, grad_out, x):
         return grad_out
 
 

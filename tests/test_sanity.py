@@ -26,7 +26,8 @@ from benchmark.data.mnist import as_inputs, as_labels
 from benchmark.sanity import checks, health, training
 from scratch_nn.activations import ReLU
 from scratch_nn.model import MLP
-from scratch_nn.spec import LayerSpec, ModelSpec, TrainSpec, load_spec
+from scratch_nn.notation import parse_layers
+from scratch_nn.spec import ModelSpec, TrainSpec, load_spec
 
 TRAIN = TrainSpec(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=64)
 
@@ -48,15 +49,15 @@ def small_model(seed: int, layers: str = "32:relu", **model) -> MLP:
     """784-<layers>-10 in float64, e.g. layers "32:relu" or "16:sigmoid*8" (8 such layers)."""
     units, _, rest = layers.partition(":")
     activation, _, count = rest.partition("*")
-    hidden = tuple(LayerSpec(int(units), activation) for _ in range(int(count or 1)))
-    spec = ModelSpec(layers=hidden, **{"init": "kaiming_uniform", "dtype": "float64", **model})
+    layers = parse_layers(f"{int(count or 1)}x{units}:{activation},10")
+    spec = ModelSpec(layers=layers, **{"init": "kaiming_uniform", "dtype": "float64", **model})
     return MLP(spec, np.random.default_rng(seed))
 
 
 class BrokenReLU(ReLU):
     """A ReLU whose backward forgets the local gradient [x > 0] (a classic bug)."""
 
-    def _backward(self, grad_out, x):
+    def _gradient(self, grad_out, x):
         return grad_out
 
 
@@ -99,7 +100,7 @@ def test_gradient_check_passes_and_catches_a_broken_backward(data, seed):
 
 def test_gradient_check_holds_dropout_masks_fixed(data, seed):
     x, y, *_ = data
-    spec = ModelSpec(layers=(LayerSpec(32, "relu", batch_norm=True, dropout=0.5),), dtype="float64")
+    spec = ModelSpec(layers=parse_layers("32:relu+bn+dropout0.5,10"), dtype="float64")
     result = checks.check_gradients(MLP(spec, np.random.default_rng(seed)), x[:16], y[:16])
     assert result.passed, result.message  # with a fresh mask per evaluation it would be far off
 

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import torch_ref
+from scratch_nn.layer_specs import LinearSpec
+from scratch_nn.layers import Dropout
 from scratch_nn.model import MLP
-from scratch_nn.spec import ACTIVATIONS, OPTIMIZERS, LayerSpec, ModelSpec, TrainSpec
-
-TORCH_CLASSES = {"identity": nn.Identity, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
-                 "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
+from scratch_nn.notation import block_layers, parse_layers
+from scratch_nn.spec import ACTIVATIONS, OPTIMIZERS, ModelSpec, TrainSpec
 
 
 @pytest.fixture
@@ -27,8 +27,8 @@ def rng():
 
 
 def small_spec(activation="relu", batch_norm=False, dropout=0.0, dtype="float64", **model) -> ModelSpec:
-    hidden = LayerSpec(6, activation, negative_slope=0.2, batch_norm=batch_norm, dropout=dropout)
-    return ModelSpec(layers=(hidden, LayerSpec(5, "tanh")), input_size=4, output_size=3, dtype=dtype, **model)
+    layers = (*block_layers(6, activation, 0.2, batch_norm, dropout), *block_layers(5, "tanh"), LinearSpec(3))
+    return ModelSpec(layers=layers, input_shape=(4,), dtype=dtype, **model)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -40,9 +40,12 @@ def test_layer_sequence_and_keys_match_scratch(activation, batch_norm, dropout, 
     assert list(module.state_dict()) == list(scratch.state_dict())
     assert [name for name, _ in module.named_parameters()] == [name for name, _ in scratch.named_parameters()]
     kinds = [type(layer) for _, layer in torch_ref.named_layers(module)]
-    expected = [nn.Linear] + [nn.BatchNorm1d] * batch_norm + [TORCH_CLASSES[activation]]
-    expected += [torch_ref.MaskedDropout] * (dropout > 0) + [nn.Linear, nn.Tanh, nn.Linear]
-    assert kinds == expected
+    # torch's own module of scratch's class name (scratch names its classes as torch.nn does)
+    expected = [torch_ref.MaskedDropout if type(layer) is Dropout else getattr(nn, type(layer).__name__)
+                for layer in scratch.layers]
+    assert kinds == expected and len(kinds) == len(spec.layers)
+    assert [kind.__name__ for kind in kinds[:2 + batch_norm]] == ["Linear", *["BatchNorm1d"] * batch_norm,
+                                                                   type(scratch.layers[1 + batch_norm]).__name__]
 
 
 def test_leaky_relu_slope_and_dtype():
@@ -184,8 +187,7 @@ def test_weights_saved_by_scratch_load_into_the_torch_model(tmp_path, dtype):
     """save_npz writes torch's state_dict keys: the file loads into the twin and both predict alike."""
     from scratch_nn.io import save_npz
 
-    spec = ModelSpec(layers=(LayerSpec(16, "relu", batch_norm=True), LayerSpec(8, "tanh")), input_size=12,
-                     output_size=4, dtype=dtype)
+    spec = ModelSpec(layers=parse_layers("16:relu+bn,8:tanh,4"), input_shape=(12,), dtype=dtype)
     scratch = MLP(spec, np.random.default_rng(5))
     path = save_npz(scratch, tmp_path / "weights.npz")
     twin = torch_ref.build_model(spec)

@@ -7,15 +7,15 @@ import torch
 
 from scratch_nn.losses import build_loss
 from scratch_nn.model import MLP
+from scratch_nn.notation import parse_layers
 from scratch_nn.optim import SGD
-from scratch_nn.spec import LayerSpec, ModelSpec
+from scratch_nn.spec import ModelSpec
 from scratch_nn.train import add_l1_gradient, l1_penalty, train_step
 
 
 @pytest.fixture
 def model():
-    spec = ModelSpec(layers=(LayerSpec(6, "tanh", batch_norm=True),), input_size=5, output_size=3,
-                     dtype="float64")
+    spec = ModelSpec(layers=parse_layers("6:tanh+bn,3"), input_shape=(5,), dtype="float64")
     return MLP(spec, np.random.default_rng(3))
 
 

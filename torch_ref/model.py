@@ -1,15 +1,14 @@
-"""The PyTorch twin of the scratch MLP, built from the same `ModelSpec` out of torch's own modules.
+"""The PyTorch twin of the scratch model, built from the same `ModelSpec` list out of torch's own modules.
 
 Nothing here is a port of `scratch_nn`: the layers are `nn.Linear`, `nn.BatchNorm1d`, `nn.ReLU`, ...,
-the loss is `nn.CrossEntropyLoss` or `nn.MSELoss`. What the two sides share is the layer sequence
-and so the parameter names (docs/architecture.md): for each hidden layer `Linear`, `BatchNorm1d` if
-`batch_norm`, the activation (`Identity` for "identity"), `Dropout` if `dropout > 0`; then the
-output `Linear`, all in one `nn.Sequential` called `layers`:
+the loss is `nn.CrossEntropyLoss` or `nn.MSELoss`. What the two sides share is the spec's layer
+list and so the parameter names: entry i of `model.layers` is module i of one `nn.Sequential`
+called `layers`, built by the table `TORCH_BUILDERS` from the entry and the shape flowing in:
 
-    784-256:relu(bn, dropout .2)-10  ->  layers.0 Linear, layers.1 BatchNorm1d, layers.2 ReLU,
-                                         layers.3 Dropout, layers.4 Linear
+    [linear 256, batch_norm1d, relu, dropout 0.2, linear 10]  ->  layers.0 Linear, layers.1 BatchNorm1d,
+                                                                  layers.2 ReLU, layers.3 Dropout, layers.4 Linear
 
-so `TorchMLP.state_dict()` has the keys of scratch's `MLP.state_dict()` (layers.0.weight,
+so `TorchSequential.state_dict()` has the keys of scratch's `Sequential.state_dict()` (layers.0.weight,
 layers.1.running_mean, ...). In a comparison the weights are not drawn here but copied from the
 scratch model (`load_from_numpy`), and so are the dropout masks (`set_dropout_masks`): the two
 sides never depend on two random number generators agreeing.
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scratch_nn.spec import LayerSpec, ModelSpec
+from scratch_nn.spec import ModelSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -49,51 +48,59 @@ class MaskedDropout(nn.Dropout):
         return x * mask
 
 
-def activation_module(layer: LayerSpec) -> nn.Module:
-    """torch's module for a spec activation name (see `scratch_nn.spec.ACTIVATIONS`)."""
-    modules = {
-        "identity": nn.Identity,
-        "relu": nn.ReLU,
-        "leaky_relu": lambda: nn.LeakyReLU(layer.negative_slope),
-        "sigmoid": nn.Sigmoid,
-        "tanh": nn.Tanh,
-        "elu": nn.ELU,
-        "gelu": nn.GELU,  # exact (erf) form, torch's default
-        "softplus": nn.Softplus,
-    }
-    return modules[layer.activation]()
+def elementwise(module: type[nn.Module]):
+    """The builder of an activation: torch's module with the spec's settings (torch's argument names)."""
+    return lambda spec, shape, dtype: module(**spec.arguments())
 
 
-class TorchMLP(nn.Module):
-    """The MLP of a `ModelSpec`: `self.layers` is the flat `nn.Sequential` of docs/architecture.md."""
+# type -> builder(layer spec, input shape without the batch, torch dtype) -> torch's module
+TORCH_BUILDERS = {
+    "linear": lambda spec, shape, dtype: nn.Linear(shape[0], spec.out_features, spec.bias, dtype=dtype),
+    "batch_norm1d": lambda spec, shape, dtype: nn.BatchNorm1d(shape[0], spec.eps, spec.momentum, dtype=dtype),
+    "dropout": lambda spec, shape, dtype: MaskedDropout(spec.p),  # takes the scratch side's masks
+    "flatten": lambda spec, shape, dtype: nn.Flatten(spec.start_dim, spec.end_dim),
+    "identity": elementwise(nn.Identity),
+    "relu": elementwise(nn.ReLU),
+    "leaky_relu": elementwise(nn.LeakyReLU),
+    "sigmoid": elementwise(nn.Sigmoid),
+    "tanh": elementwise(nn.Tanh),
+    "elu": elementwise(nn.ELU),
+    "gelu": elementwise(nn.GELU),  # exact (erf) form, torch's default
+    "softplus": elementwise(nn.Softplus),
+    "silu": elementwise(nn.SiLU),
+    "hardtanh": elementwise(nn.Hardtanh),
+}
+
+
+class TorchSequential(nn.Module):
+    """The model of a `ModelSpec`: `self.layers` is one `nn.Sequential`, entry i of the list as module i."""
 
     def __init__(self, model_spec: ModelSpec) -> None:
         super().__init__()
         dtype = TORCH_DTYPES[model_spec.dtype]
-        modules: list[nn.Module] = []
-        in_features = model_spec.input_size
-        for layer in model_spec.layers:
-            modules.append(nn.Linear(in_features, layer.units, dtype=dtype))
-            if layer.batch_norm:
-                modules.append(nn.BatchNorm1d(layer.units, dtype=dtype))
-            modules.append(activation_module(layer))
-            if layer.dropout > 0:
-                modules.append(MaskedDropout(layer.dropout))
-            in_features = layer.units
-        modules.append(nn.Linear(in_features, model_spec.output_size, dtype=dtype))
-        self.layers = nn.Sequential(*modules)
+        input_shapes = (model_spec.input_shape, *model_spec.shapes[:-1])
+        self.layers = nn.Sequential(*[TORCH_BUILDERS[layer.type](layer, shape, dtype)
+                                      for layer, shape in zip(model_spec.layers, input_shapes)])
         self.dtype = dtype
+        self.spec = model_spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)  # (N, input_size) -> logits (N, output_size)
+        return self.layers(x)  # (N, *input_shape) -> logits (N, classes)
+
+    def weight_layers(self) -> list[tuple[str, nn.Module]]:
+        """The modules the spec names as weight layers (L1 sums their weights), by name."""
+        return [(f"layers.{index}", self.layers[index]) for index in self.spec.weight_layers()]
 
 
-def build_model(model_spec: ModelSpec) -> TorchMLP:
+TorchMLP = TorchSequential  # the name the project started with
+
+
+def build_model(model_spec: ModelSpec) -> TorchSequential:
     """The torch twin, with torch's default initialisation (overwrite it with `load_from_numpy`)."""
-    return TorchMLP(model_spec)
+    return TorchSequential(model_spec)
 
 
-def named_layers(module: TorchMLP) -> list[tuple[str, nn.Module]]:
+def named_layers(module: TorchSequential) -> list[tuple[str, nn.Module]]:
     """[("layers.0", Linear), ("layers.1", ReLU), ...], the names scratch's `named_layers()` uses."""
     return [(f"layers.{name}", layer) for name, layer in module.layers.named_children()]
 
@@ -124,7 +131,7 @@ def load_npz(module: nn.Module, path) -> None:
         load_from_numpy(module, {key: archive[key] for key in archive.files})
 
 
-def set_dropout_masks(module: TorchMLP, masks: dict[str, np.ndarray]) -> None:
+def set_dropout_masks(module: TorchSequential, masks: dict[str, np.ndarray]) -> None:
     """Give each named `MaskedDropout` (e.g. "layers.3") the mask its next forward must apply."""
     layers = dict(named_layers(module))
     for name, mask in masks.items():

@@ -97,11 +97,12 @@ def each_layer_alone(module: nn.Module, loss_fn: nn.Module, inputs: dict[str, np
     module = copy.deepcopy(module)
     set_dropout_masks(module, masks or {})
     outputs, grad_inputs, grads = {}, {}, {}
+    weight_layers = dict(module.weight_layers())
     for name, layer in named_layers(module):
         x = torch.from_numpy(np.array(inputs[name])).requires_grad_()
         output = layer(x)
         objective = (output * torch.from_numpy(np.array(grad_outs[name]))).sum()
-        if l1 and isinstance(layer, nn.Linear):  # the l1 penalty's share of this layer's weight gradient
+        if l1 and name in weight_layers:  # the l1 penalty's share of this layer's weight gradient
             objective = objective + l1 * layer.weight.abs().sum()
         objective.backward()
         outputs[name], grad_inputs[name] = _numpy(output), _numpy(x.grad)

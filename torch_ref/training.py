@@ -34,9 +34,10 @@ def build_loss(model_spec: ModelSpec) -> nn.Module:
     return OneHotMSELoss()
 
 
-def l1_penalty(module: nn.Module, l1: float) -> torch.Tensor:
-    """`l1 * sum |W|` over the weights of every `nn.Linear` (not biases, not batch-norm)."""
-    total = sum(layer.weight.abs().sum() for layer in module.modules() if isinstance(layer, nn.Linear))
+def l1_penalty(module, l1: float) -> torch.Tensor:
+    """`l1 * sum |W|` over the weights of the weight layers the spec names (`TorchSequential.weight_layers`:
+    its linear layers; not biases, not batch-norm), as on the scratch side."""
+    total = sum(layer.weight.abs().sum() for _, layer in module.weight_layers())
     return l1 * total
 
 

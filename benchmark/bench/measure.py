@@ -12,11 +12,11 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.core.environment import THREAD_VARIABLES
-from scratch_nn.spec import Spec
+from scratch_nn.spec import Spec, to_dict
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def run_worker(job: str, config: dict, folder: Path, threads: int) -> dict:
 
 def measure(plan: Plan, data_root: Path, folder: Path) -> tuple[dict, list[dict]]:
     """The timing run (both sides, one process), then one memory run per spec, dtype and side."""
-    plain_specs = [asdict(spec) for spec in plan.specs]
+    plain_specs = [to_dict(spec) for spec in plan.specs]
     timing = run_worker("timing", {
         "specs": plain_specs, "dtypes": list(plan.dtypes), "batch_sizes": list(plan.batch_sizes),
         "repeats": plan.repeats, "threads": plan.threads, "data_dir": str(data_root),

@@ -112,8 +112,9 @@ def seconds_text(seconds: float) -> str:
 
 def spec_label(spec: Spec) -> str:
     """`784-256-128-10 relu, sgd lr=0.05 momentum=0.9`: the shape and the update being timed."""
-    sizes = [spec.model.input_size] + [fan_out for _, fan_out in linear_shapes(spec.model)]
-    activations = "/".join(dict.fromkeys(layer.activation for layer in spec.model.layers))
+    shapes = linear_shapes(spec.model)
+    sizes = [shapes[0][0]] + [fan_out for _, fan_out in shapes]
+    activations = "/".join(dict.fromkeys(layer.type for layer in spec.model.layers if layer.role == "activation"))
     train = spec.train
     extra = f" momentum={train.momentum:g}" if train.momentum and "momentum" in settings_in_use(spec) else ""
     return f"{'-'.join(map(str, sizes))} {activations}, {train.optimizer} lr={train.lr:g}{extra}"

@@ -25,9 +25,11 @@ from scratch_nn.spec import ModelSpec
 
 
 def linear_shapes(model_spec: ModelSpec) -> list[tuple[int, int]]:
-    """(in_features, out_features) of every Linear, in order: the hidden layers, then the output."""
-    sizes = [model_spec.input_size] + [layer.units for layer in model_spec.layers] + [model_spec.output_size]
-    return list(zip(sizes[:-1], sizes[1:]))
+    """(in_features, out_features) of every linear layer of the spec's list, in order, read off the
+    shapes the spec propagated."""
+    input_shapes = (model_spec.input_shape, *model_spec.shapes[:-1])
+    return [(shape[0], layer.out_features) for layer, shape in zip(model_spec.layers, input_shapes)
+            if layer.type == "linear"]
 
 
 def inference_flops(model_spec: ModelSpec, batch_size: int) -> int:

@@ -199,16 +199,17 @@ def timing_job(config: dict) -> dict:
         ceiling = MatmulCeiling(dtype, config["ceiling_size"])
         for spec in specs:
             spec = with_overrides(spec, model={"dtype": dtype})
+            spec_x = x.reshape(len(x), *spec.model.input_shape)  # the shape the spec asks (a view)
             for batch_size in config["batch_sizes"]:
                 progress(f"{spec.name} {dtype} batch {batch_size}: training step and inference")
-                batches = real_batches(x, y, batch_size, BATCHES_PER_SIZE, spec.train.seed)
+                batches = real_batches(spec_x, y, batch_size, BATCHES_PER_SIZE, spec.train.seed)
                 row = measure_config(spec, batches, config["repeats"], config["min_block_seconds"], ceiling)
                 result["steps"].append({"spec": spec.name, "dtype": dtype, "batch_size": batch_size, **row})
             progress(f"{spec.name} {dtype}: one epoch per side ({config['epoch_images']:,} images, "
                      f"batch {spec.train.batch_size})")
-            epoch = measure_epoch(spec, x, y, config["epoch_images"])
+            epoch = measure_epoch(spec, spec_x, y, config["epoch_images"])
             result["epochs"].append({"spec": spec.name, "dtype": dtype, **epoch})
-        del x, y, ceiling
+        del x, y, ceiling, spec_x
         gc.collect()
     result["environment"]["load_average_end"] = os.getloadavg()
     result["environment"]["others_cpu_share"] = others_share(ticks, cpu_ticks())
@@ -245,7 +246,7 @@ def memory_job(config: dict) -> dict:
     env = environment(config["threads"], with_torch=config["side"] == "torch")  # before the baseline
     spec = with_overrides(spec_from_dict(config["spec"], where="svt bench worker"), model={"dtype": config["dtype"]})
     mnist = load_mnist(config["data_dir"], quiet=True)
-    x, y = as_inputs(mnist.train_images, config["dtype"]), as_labels(mnist.train_labels)
+    x, y = as_inputs(mnist.train_images, config["dtype"], shape=spec.model.input_shape), as_labels(mnist.train_labels)
     del mnist
     gc.collect()
     peak_reset = reset_peak()  # loading the data has its own transient peak, which is not training's

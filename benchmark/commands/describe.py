@@ -1,25 +1,25 @@
 """`svt describe` prints the resolved model as a table; `svt specs` lists the built-in specs.
 
-    $ svt describe --layers 256:relu,128:tanh,10
-    layer      type         output shape  activation  params   init
-    layers.0   Linear       (N, 256)                  200,960  kaiming_uniform
-    layers.1   ReLU         (N, 256)      relu        0
+    $ svt describe --layers 256:relu+dropout0.2,10
+    layer     type     output shape  settings  params   init
+    layers.0  linear   (N, 256)                200,960  kaiming_uniform
+    layers.1  relu     (N, 256)                      0
+    layers.2  dropout  (N, 256)      p=0.2           0
     ...
+
+One row per entry of the spec's layer list (`benchmark.report.layer_table`).
 """
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields
 
-import numpy as np
-
 from benchmark.commands.specargs import add_model_arguments, spec_from_args
 from benchmark.core.tables import format_table
-from scratch_nn.activations import ACTIVATION_CLASSES
-from scratch_nn.notation import format_layers
+from benchmark.report.layer_table import COLUMNS, layer_rows
+from scratch_nn.layer_specs import shape_text
+from scratch_nn.notation import format_layers, layers_text
 from scratch_nn.spec import Spec, TrainSpec, builtin_spec_names, load_builtin_spec, settings_in_use
-
-ACTIVATION_TYPES = {cls.__name__: name for name, cls in ACTIVATION_CLASSES.items()}  # "ReLU" -> "relu"
 
 
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,28 +28,6 @@ def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_specs_arguments(parser: argparse.ArgumentParser) -> None:
     pass
-
-
-def describe_rows(spec: Spec) -> list[dict]:
-    """One row per layer of the flat sequence the scratch MLP builds (the torch twin's too)."""
-    from scratch_nn.model import MLP  # the real model, so the table cannot drift from it
-
-    model = MLP(spec.model, np.random.default_rng(spec.train.seed))
-    rows = []
-    features = spec.model.input_size
-    for name, layer in model.named_layers():
-        kind = type(layer).__name__
-        if "weight" in layer.params and kind == "Linear":
-            features = layer.params["weight"].shape[0]
-        rows.append({
-            "layer": name,
-            "type": kind,
-            "output shape": f"(N, {features})",
-            "activation": ACTIVATION_TYPES.get(kind, ""),
-            "params": sum(value.size for value in layer.params.values()),
-            "init": spec.model.init if kind == "Linear" else "",
-        })
-    return rows
 
 
 def training_line(spec: Spec) -> str:
@@ -62,13 +40,13 @@ def training_line(spec: Spec) -> str:
 
 def run_describe(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
-    rows = describe_rows(spec)
+    rows = layer_rows(spec)
     total = sum(row["params"] for row in rows)
     print(f"model: {spec.name}" + (f" — {spec.description}" if spec.description else ""))
-    print(format_table(rows, ["layer", "type", "output shape", "activation", "params", "init"],
-                       right=("params",)))
-    print(f"layers: {format_layers(spec.model)}   (the --layers form)")
-    print(f"total parameters: {total:,}   dtype: {spec.model.dtype}   input: (N, {spec.model.input_size})   "
+    print(format_table(rows, COLUMNS, right=("params",)))
+    compact = format_layers(spec.model)
+    print(f"layers: {compact}   (the --layers form)" if compact else f"layers: {layers_text(spec.model)}")
+    print(f"total parameters: {total:,}   dtype: {spec.model.dtype}   input: {shape_text(spec.model.input_shape)}   "
           f"loss: {spec.model.loss}")
     print(training_line(spec))
     return 0
@@ -76,7 +54,7 @@ def run_describe(args: argparse.Namespace) -> int:
 
 def run_specs(args: argparse.Namespace) -> int:
     specs = [load_builtin_spec(name) for name in builtin_spec_names()]
-    rows = [{"spec": spec.name, "layers": format_layers(spec.model), "optimizer": spec.train.optimizer,
+    rows = [{"spec": spec.name, "layers": layers_text(spec.model), "optimizer": spec.train.optimizer,
              "what it shows": spec.description} for spec in specs]
     print(format_table(rows, ["spec", "layers", "optimizer", "what it shows"]))
     print("\nuse one with --spec NAME, e.g. `svt describe --spec deep-sigmoid`; or give a TOML file")

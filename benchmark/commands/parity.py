@@ -67,7 +67,8 @@ def mnist_batches(spec, batch: int, count: int, data_dir: str | None):
     batches = []
     for start in range(0, count * batch, batch):
         chosen = order[start:start + batch]
-        batches.append((as_inputs(mnist.train_images[chosen], spec.model.dtype), as_labels(mnist.train_labels[chosen])))
+        batches.append((as_inputs(mnist.train_images[chosen], spec.model.dtype, shape=spec.model.input_shape),
+                        as_labels(mnist.train_labels[chosen])))
     return model, batches
 
 
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                TRAIN_IMAGES // max(args.steps, 1), f"the {TRAIN_IMAGES} MNIST training images" if args.steps < 2
                else f"1/{args.steps} of the {TRAIN_IMAGES} MNIST training images "
                     f"(--steps {args.steps}: distinct batches)")
-    if batch < 2 and any(layer.batch_norm for layer in spec.model.layers):
+    if batch < 2 and any(layer.type == "batch_norm1d" for layer in spec.model.layers):
         raise UserError(f"--batch {batch}: batch norm needs at least 2 examples per batch in training")
     if args.dump:
         check_output_file(args.dump, "--dump")

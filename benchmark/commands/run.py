@@ -76,7 +76,7 @@ def check_input(args: argparse.Namespace, spec: Spec) -> None:
     check_size(batch_size_flag(args), spec.train.batch_size, train_size,
                f"the {train_size} training images it draws from"
                + (" (--train-limit)" if args.train_limit else ""))
-    if any(layer.batch_norm for layer in spec.model.layers):
+    if any(layer.type == "batch_norm1d" for layer in spec.model.layers):
         if train_size % spec.train.batch_size == 1:
             raise UserError(f"with batch-norm, the last batch of {train_size} images in batches of "
                             f"{spec.train.batch_size} would hold 1 image, whose variance is undefined "
@@ -109,9 +109,9 @@ def train_and_report(args: argparse.Namespace, spec: Spec, started: float) -> tu
     from benchmark.run.training_run import train_side_by_side
 
     mnist = load_mnist(args.data_dir, quiet=args.quiet)
-    train_x = as_inputs(mnist.train_images[:args.train_limit], spec.model.dtype)
+    train_x = as_inputs(mnist.train_images[:args.train_limit], spec.model.dtype, shape=spec.model.input_shape)
     train_y = as_labels(mnist.train_labels[:args.train_limit])
-    test_x = as_inputs(mnist.test_images[:args.test_limit], spec.model.dtype)
+    test_x = as_inputs(mnist.test_images[:args.test_limit], spec.model.dtype, shape=spec.model.input_shape)
     test_y = as_labels(mnist.test_labels[:args.test_limit])
     full_data = args.train_limit is None and args.test_limit is None
 

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.commands.specargs import spec_from_args
     from benchmark.data.mnist import load_mnist
     from scratch_nn.model import MLP
-    from scratch_nn.notation import format_layers
+    from scratch_nn.notation import format_layers, layers_text
 
     spec = spec_from_args(args)
     check_input(spec, args)
@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(spec.train.seed)
     model = MLP(spec.model, rng)  # the init draws come first, then the permutation, as in training
     data = sanity_data(spec, mnist, rng)
-    print(f"sanity: spec {spec.name} (--layers {format_layers(spec.model)}; {spec.model.dtype}, "
+    compact = format_layers(spec.model)
+    layers = f"--layers {compact}" if compact else layers_text(spec.model)
+    print(f"sanity: spec {spec.name} ({layers}; {spec.model.dtype}, "
           f"init {spec.model.init}, {spec.train.optimizer} lr={spec.train.lr:g}, batch {spec.train.batch_size}, "
           f"seed {spec.train.seed})")
     results = []

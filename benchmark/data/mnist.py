@@ -295,8 +295,12 @@ def load_mnist(data_dir: str | Path | None = None, *, refresh: bool = False, qui
 
 
 def as_inputs(images: np.ndarray, dtype: str = "float32", standardize: bool = False,
-              mean: float | np.ndarray | None = None, std: float | np.ndarray | None = None) -> np.ndarray:
-    """uint8 images (N, 28, 28) -> (N, 784) in `dtype`: x / 255, like torchvision's ToTensor.
+              mean: float | np.ndarray | None = None, std: float | np.ndarray | None = None,
+              shape: tuple[int, ...] = (784,)) -> np.ndarray:
+    """uint8 images (N, 28, 28) -> (N, *shape) in `dtype`: x / 255, like torchvision's ToTensor.
+
+    `shape` is one example's shape as the spec's `input_shape` asks: (784,) (the default) or
+    (1, 28, 28); the same pixels in the same order either way (a view, no copy).
 
     With `standardize`, returns (x - mean) / std; mean and std default to the scalar mean and std of
     these inputs (for MNIST's training set about 0.1307 and 0.3081, torch's usual Normalize).
@@ -314,7 +318,7 @@ def as_inputs(images: np.ndarray, dtype: str = "float32", standardize: bool = Fa
         std = inputs.std(dtype=kind) if std is None else np.asarray(std, dtype=kind)
         inputs -= mean
         inputs /= std
-    return inputs
+    return inputs.reshape(len(images), *shape)
 
 
 def as_labels(labels: np.ndarray) -> np.ndarray:

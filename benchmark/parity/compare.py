@@ -7,7 +7,8 @@ For a pair (a = scratch, b = the reference: torch, or finite differences) we rec
     cosine         <a, b> / (|a| |b|)   (1 when both are zero; shown, not judged)
 
 The relative error is the cs231n measure |a - b| / (|a| + |b|) taken over the whole tensor (the
-largest difference over the largest magnitude) instead of element by element. Element by element
+largest difference over the largest magnitude) instead of element by element: it is
+`scratch_nn.gradcheck.relative_error`, the one measure the finite-difference referee uses too. Element by element
 it is ill-conditioned: where both sides are rounding noise around zero (a float32 gradient of 1e-9
 against 3e-9) it reads 0.5 although nothing is wrong, and such elements occur in every weight
 gradient where terms cancel. Tensor-wise it is the error relative to the tensor's own scale, which
@@ -71,6 +72,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from scratch_nn.gradcheck import relative_error
 
 TOLERANCES = {"float32": 1e-4, "float64": 1e-10}
 FD_TOLERANCE = 1e-6
@@ -146,8 +149,7 @@ def compare(name: str, a: np.ndarray, b: np.ndarray, tolerance: float, atol: flo
         return Comparison(name, layer, a.shape, np.inf, np.inf, np.nan, tolerance, a, b, reference_side)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     max_abs = float(np.max(np.abs(a64 - b64))) if a.size else 0.0
-    denominator = max(scale(a64, b64), atol / tolerance, np.finfo(np.float64).tiny)
-    rel_error = max_abs / denominator
+    rel_error = relative_error(a64, b64, floor=max(atol / tolerance, np.finfo(np.float64).tiny))
     if not (np.all(np.isfinite(a64)) and np.all(np.isfinite(b64))):
         rel_error = np.nan  # a NaN or inf on either side is never parity
     if not shown:

@@ -79,7 +79,7 @@ def gradient_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float = 
                     tolerance: float | None = None) -> ParityReport:
     """Compare one forward and backward of `scratch_model` and its torch twin.
 
-    x (N, input_size) in the model's dtype, y (N,) int64 class labels. `masks` ({"layers.3": mask})
+    x (N, *input_shape) in the model's dtype, y (N,) int64 class labels. `masks` ({"layers.3": mask})
     fixes the dropout masks of both sides; without it the scratch side draws them from (a copy of)
     its generator, and torch applies the same. `numerical=True` appends the finite-difference
     referee's rows. `tolerance` (float64 only) defaults to TOLERANCES["float64"]. The model is not changed.

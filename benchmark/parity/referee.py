@@ -18,8 +18,7 @@ import numpy as np
 from benchmark.parity.compare import FD_NOISE_MARGIN, FD_TOLERANCE, compare_all
 from benchmark.parity.report import ParityReport
 from benchmark.sides.scratch import scratch_pass
-from scratch_nn.gradcheck import numerical_gradient, sample_indices
-from scratch_nn.layers import BatchNorm1d
+from scratch_nn.gradcheck import layer_gradient_pairs, model_gradient_pairs
 from scratch_nn.losses import build_loss
 from scratch_nn.train import l1_penalty
 
@@ -70,13 +69,9 @@ def numerical_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float =
     def loss() -> float:  # every evaluation with the very masks the analytic pass used
         return float(scratch_pass_forward(model, loss_fn, x, y, l1, seen.masks))
 
-    analytic, rng, pairs = seen.grads, np.random.default_rng(seed), []
-    for name, param in model.named_parameters():
-        indices = sample_indices(param.size, samples, rng)
-        numeric = numerical_gradient(loss, param, FD_STEP, indices)
-        layer = name.rpartition(".")[0]
-        pairs.append((f"fd/{name}.grad", kinds[layer], "grad",
-                      analytic[name].reshape(-1)[indices], numeric))
+    referee = model_gradient_pairs(model, loss, seen.grads, FD_STEP, samples, np.random.default_rng(seed))
+    pairs = [(f"fd/{name}.grad", kinds[name.rpartition(".")[0]], "grad", analytic, numeric)
+             for name, (analytic, numeric) in referee.items()]
     rows = compare_all(pairs, FD_TOLERANCE, "float64", "numerical", atol=fd_noise(abs(float(seen.loss))))
     return ParityReport(rows, "float64")
 
@@ -103,24 +98,11 @@ def layer_numerical_parity(layer, x: np.ndarray, rng: np.random.Generator, sampl
     if x.dtype != np.float64:
         raise ValueError(f"the finite-difference referee needs dtype 'float64' (got {x.dtype}): in float32 "
                          f"the rounding error of the loss, amplified by 1/h, swamps the derivative")
-    output = layer.forward(x)
-    grad_out = rng.standard_normal(output.shape)
-    mask = getattr(layer, "mask", None) if getattr(layer, "training", False) else None
-
-    def forward() -> np.ndarray:
-        if mask is not None:
-            layer.next_mask = mask
-        return layer.forward(x)
-
-    magnitude = float(np.sum(np.abs(forward() * grad_out)))
-    analytic = {"grad_input": np.array(layer.backward(grad_out))}
-    analytic.update({f"{name}.grad": value.copy() for name, value in layer.grads.items()})
-    arrays = {"grad_input": x, **{f"{name}.grad": value for name, value in layer.params.items()}}
-    kind, pairs = type(layer).__name__, []
-    for name, array in arrays.items():  # perturbs x and the live parameters in place, restoring them
-        indices = sample_indices(array.size, samples, rng)
-        numeric = numerical_gradient(forward, array, FD_STEP, indices, grad_out)  # of sum(forward() * grad_out)
-        pairs.append((f"fd/{name}", kind, "grad", analytic[name].reshape(-1)[indices], numeric))
+    check = layer_gradient_pairs(layer, x, None, FD_STEP, samples, rng)  # grad_out drawn from rng
+    magnitude = float(np.sum(np.abs(check.output * check.grad_out)))
+    kind = type(layer).__name__
+    pairs = [(f"fd/{'grad_input' if name == 'input' else name + '.grad'}", kind, "grad", analytic, numeric)
+             for name, (analytic, numeric) in check.pairs.items()]
     return ParityReport(compare_all(pairs, FD_TOLERANCE, "float64", "numerical", fd_noise(magnitude)), "float64")
 
 
@@ -133,10 +115,10 @@ def loss_free_names(model, train_spec) -> set[str]:
     the same state, so the noise of one step does not reach the next.)"""
     if train_spec.optimizer == "sgd":
         return set()
-    layers = model.named_layers()
+    layers, kinds = model.named_layers(), [layer.type for layer in model.spec.layers]
     names = set()
-    for (name, layer), (_, following) in zip(layers, layers[1:]):
-        if isinstance(following, BatchNorm1d) and following.training and "bias" in layer.params:
+    for (name, layer), (_, following), kind in zip(layers, layers[1:], kinds[1:]):
+        if kind == "batch_norm1d" and following.training and "bias" in layer.params:
             names.add(f"{name}.bias")
             states = ("step", "exp_avg", "exp_avg_sq", "square_avg", "momentum_buffer")
             names |= {f"{name}.bias.{key}" for key in states}

@@ -21,8 +21,9 @@ from string import Template
 
 import pandas as pd
 
+from benchmark.report.layer_table import COLUMNS, layer_rows
 from benchmark.report.record import SIDES, RunRecord
-from scratch_nn.notation import format_layers
+from scratch_nn.notation import format_layers, layers_text
 from scratch_nn.spec import Spec, settings_in_use
 
 PAGE = Template("""<!DOCTYPE html>
@@ -106,18 +107,9 @@ def verdict(record: RunRecord, data: dict) -> list[tuple]:
 
 
 def layers_table(spec: Spec) -> pd.DataFrame:
-    """One row per layer: its Linear's parameter prefix (as in the gradient plots), shape, extras."""
-    rows, index, width = [("input", "-", spec.model.input_size, "-", "-", "-", "-")], 0, spec.model.input_size
-    for number, layer in enumerate(spec.model.layers, start=1):
-        count = width * layer.units + layer.units + (2 * layer.units if layer.batch_norm else 0)
-        rows.append((f"hidden {number}", f"layers.{index}", layer.units, layer.activation,
-                     "yes" if layer.batch_norm else "no", fmt(layer.dropout) if layer.dropout else "-", f"{count:,}"))
-        index += 2 + layer.batch_norm + (layer.dropout > 0)  # Linear, [BatchNorm1d], activation, [Dropout]
-        width = layer.units
-    rows.append(("output", f"layers.{index}", spec.model.output_size, "none (softmax in the loss)", "no", "-",
-                 f"{width * spec.model.output_size + spec.model.output_size:,}"))
-    return pd.DataFrame(rows, columns=["layer", "Linear", "units", "activation", "batch norm", "dropout",
-                                       "parameters"])
+    """One row per entry of the spec's layer list (`benchmark.report.layer_table`): the names are the
+    parameter prefixes of the gradient plots."""
+    return pd.DataFrame(layer_rows(spec), columns=COLUMNS)
 
 
 def spec_blocks(spec: Spec) -> list[tuple]:
@@ -128,7 +120,8 @@ def spec_blocks(spec: Spec) -> list[tuple]:
     table = pd.DataFrame([sum((pairs[row + rows * column] for column in range(3)), ()) for row in range(rows)],
                          columns=["setting", "value"] * 3)
     blocks = [("p", f"Spec {spec.name!r}: {spec.description}" if spec.description else f"Spec {spec.name!r}."),
-              ("p", f"Layers, as --layers takes them: {format_layers(spec.model)}")]
+              ("p", f"Layers, as --layers takes them: {format_layers(spec.model)}" if format_layers(spec.model)
+               else f"Layers: {layers_text(spec.model)}")]
     return blocks + [("table", layers_table(spec)), ("table", table)]
 
 

@@ -231,7 +231,8 @@ def finish(record: RunRecord, sides, seconds: dict, test) -> RunRecord:
             record.probabilities[side.name] = probabilities
             record.predictions[side.name] = probabilities.argmax(axis=1)
         eval_seconds = time.perf_counter() - begun
-        record.first_layer_weights[side.name] = side.weights()["layers.0.weight"]
+        first = record.spec.model.weight_layers()[0]  # the first weight layer of the spec's list
+        record.first_layer_weights[side.name] = side.weights()[f"layers.{first}.weight"]
         steps = sum(row["side"] == side.name for row in record.steps)
         record.timing[side.name] = {"train_seconds": seconds[side.name],
                                     "train_ms_per_step": 1e3 * seconds[side.name] / steps if steps else None,

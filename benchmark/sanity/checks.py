@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scratch_nn.layers import Dropout
 from scratch_nn.losses import build_loss
 
 CROSS_ENTROPY_TOLERANCE = 0.5  # logits of rms s add about s^2 / 2 to ln(C): 0.5 allows s up to 1
@@ -42,8 +41,8 @@ def working_copy(model, dropout: bool = True):
     """A deep copy of `model` in training mode; `dropout=False` turns its Dropout layers off only
     (BatchNorm keeps using batch statistics)."""
     model = copy.deepcopy(model).train()
-    for layer in model.layers:
-        if isinstance(layer, Dropout):
+    for layer, layer_spec in zip(model.layers, model.spec.layers):
+        if layer_spec.type == "dropout":
             layer.training = dropout
     return model
 

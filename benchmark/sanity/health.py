@@ -2,11 +2,12 @@
 
 One training-mode forward and backward (dropout off) over a batch of real images gives, per layer:
 
-    Linear         gradient rms = ||dL/dW|| / sqrt(number of weights): the typical gradient of one weight
-    ReLU           dead fraction: units never positive over the batch (they pass no gradient back)
-    Sigmoid, Tanh  saturated fraction: outputs in the flat tails (sigmoid < 0.01 or > 0.99, |tanh| > 0.99)
+    weight layers  gradient rms = ||dL/dW|| / sqrt(number of weights): the typical gradient of one weight
+    relu           dead fraction: units never positive over the batch (they pass no gradient back)
+    sigmoid, tanh  saturated fraction: outputs in the flat tails (sigmoid < 0.01 or > 0.99, |tanh| > 0.99)
 
-and the verdict compares the first Linear layer's gradient rms with the last one's. The rms, not
+(the types as the spec's layer list names them) and the verdict compares the first weight layer's
+gradient rms with the last one's. The rms, not
 the norm, so that layers of different sizes compare fairly. Measured at initialisation because that is
 where vanishing and exploding gradients come from (depth, activation and init), whatever the learning
 rate; checks 4-6 judge the learning rate.
@@ -21,8 +22,6 @@ import numpy as np
 
 from benchmark.sanity.checks import CheckResult, working_copy
 from benchmark.sides.probe import unit_stats
-from scratch_nn.activations import ReLU, Sigmoid, Tanh
-from scratch_nn.layers import Linear
 from scratch_nn.losses import build_loss
 
 VANISHING_RATIO = 1e-3
@@ -32,32 +31,32 @@ SATURATED_FRACTION = 0.5  # a sigmoid/tanh layer with more than half its outputs
 
 
 def layer_profile(model, x: np.ndarray, y: np.ndarray) -> list[dict]:
-    """One row per Linear, ReLU, Sigmoid or Tanh layer of a copy of `model` after one forward and
-    backward on (x, y): {"layer", "type", "grad_rms" | "dead" | "saturated"}."""
+    """One row per weight, relu, sigmoid or tanh layer of a copy of `model` after one forward and
+    backward on (x, y): {"layer", "type" (the class, ReLU), "grad_rms" | "dead" | "saturated"}."""
     model = working_copy(model, dropout=False)
     rows = []
     with np.errstate(all="ignore"):
         hidden = x
-        for name, layer in model.named_layers():
+        for (name, layer), kind in zip(model.named_layers(), [layer.type for layer in model.spec.layers]):
             hidden = layer.forward(hidden)
-            stats = unit_stats(type(layer).__name__, hidden)
-            if isinstance(layer, ReLU):
-                rows.append({"layer": name, "type": "ReLU", "dead": stats["dead_fraction"]})
-            elif isinstance(layer, (Sigmoid, Tanh)):
+            stats = unit_stats(kind, hidden)
+            if kind == "relu":  # shown by the built layer's class name: ReLU
+                rows.append({"layer": name, "type": type(layer).__name__, "dead": stats["dead_fraction"]})
+            elif kind in ("sigmoid", "tanh"):
                 rows.append({"layer": name, "type": type(layer).__name__, "saturated": stats["saturated_fraction"]})
         loss_fn = build_loss(model.spec)
         loss_fn.forward(hidden, y)
         model.backward(loss_fn.backward(), input_grad=False)
-        for name, layer in model.named_layers():
-            if isinstance(layer, Linear):
-                grad = layer.grads["weight"].astype(np.float64)
-                rows.append({"layer": name, "type": "Linear", "grad_rms": float(np.sqrt(np.mean(grad * grad)))})
+        for name, layer in model.weight_layers():
+            grad = layer.grads["weight"].astype(np.float64)
+            rows.append({"layer": name, "type": type(layer).__name__, "weight": True,
+                         "grad_rms": float(np.sqrt(np.mean(grad * grad)))})
     return sorted(rows, key=lambda row: int(row["layer"].rpartition(".")[2]))
 
 
 def gradient_ratio(rows: list[dict]) -> float:
-    """Gradient rms of the first Linear over that of the last; inf or 0 when the last is 0."""
-    linear = [row["grad_rms"] for row in rows if row["type"] == "Linear"]
+    """Gradient rms of the first weight layer over that of the last; inf or 0 when the last is 0."""
+    linear = [row["grad_rms"] for row in rows if row.get("weight")]
     first, last = linear[0], linear[-1]
     if not (np.isfinite(first) and np.isfinite(last)):
         return float("nan")

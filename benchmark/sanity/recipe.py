@@ -30,7 +30,8 @@ def sanity_data(spec, mnist, rng: np.random.Generator) -> dict:
     train = order[:min(needed, len(order) - HELD_OUT)]
 
     def arrays(chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return as_inputs(mnist.train_images[chosen], spec.model.dtype), as_labels(mnist.train_labels[chosen])
+        return (as_inputs(mnist.train_images[chosen], spec.model.dtype, shape=spec.model.input_shape),
+                as_labels(mnist.train_labels[chosen]))
 
     return {"train": arrays(train), "held_out": arrays(order[-HELD_OUT:])}
 

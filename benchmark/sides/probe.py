@@ -2,7 +2,7 @@
 activation layer's output, per-parameter gradient and weight norms and update/weight ratios, and
 the drift between the two sides' weights.
 
-    unit_stats("ReLU", output)                  # {"activation", "dead_fraction", "saturated_fraction"}
+    unit_stats("relu", output)                  # {"activation", "dead_fraction", "saturated_fraction"}
     parameter_rows(before, after, grads)        # per parameter: grad_norm, weight_norm, update_ratio
     drift_rows(scratch_weights, torch_weights)  # per parameter and "all": ||w_s - w_t|| / ||w_t||
 """
@@ -15,13 +15,13 @@ TANH_TAIL = 0.99     # a tanh output beyond +-0.99 is saturated (slope < 0.02)
 
 
 def unit_stats(kind: str, output: np.ndarray) -> dict:
-    """Dead fraction (ReLU: units never positive over the batch) and saturated fraction (Sigmoid,
-    Tanh: outputs in the flat tails) of one activation layer's (N, units) output; NaN where the
-    statistic does not apply to that activation."""
-    dead = float(np.mean(np.all(output <= 0, axis=0))) if kind == "ReLU" else np.nan
-    if kind == "Sigmoid":
+    """Dead fraction (relu: units never positive over the batch) and saturated fraction (sigmoid,
+    tanh: outputs in the flat tails) of one activation layer's (N, units) output, `kind` being the
+    layer's type in the spec's list; NaN where the statistic does not apply to that layer."""
+    dead = float(np.mean(np.all(output <= 0, axis=0))) if kind == "relu" else np.nan
+    if kind == "sigmoid":
         saturated = float(np.mean((output < SIGMOID_TAIL) | (output > 1 - SIGMOID_TAIL)))
-    elif kind == "Tanh":
+    elif kind == "tanh":
         saturated = float(np.mean(np.abs(output) > TANH_TAIL))
     else:
         saturated = np.nan

@@ -148,10 +148,10 @@ class ScratchSide:
         """`model.forward`, layer by layer, keeping the activation statistics of each layer."""
         units = []
         hidden = x
-        for name, layer in self.model.named_layers():
+        for (name, layer), layer_spec in zip(self.model.named_layers(), self.model.spec.layers):
             hidden = layer.forward(hidden)
             with self.instrumentation:
-                stats = probe.unit_stats(type(layer).__name__, hidden)
+                stats = probe.unit_stats(layer_spec.type, hidden)
                 if not (np.isnan(stats["dead_fraction"]) and np.isnan(stats["saturated_fraction"])):
                     units.append({"layer": name, **stats})
         self.diagnostics["units"] = units

@@ -132,17 +132,18 @@ class TorchSide:
         """Forward hooks that record each activation layer's statistics into `diagnostics`."""
         units = self.diagnostics["units"] = []
 
-        def hook(name):
+        def hook(name, kind):
             def record(layer, inputs, output):
                 with self.instrumentation:
-                    stats = probe.unit_stats(type(layer).__name__, output.detach().numpy())
+                    stats = probe.unit_stats(kind, output.detach().numpy())
                     if not (np.isnan(stats["dead_fraction"]) and np.isnan(stats["saturated_fraction"])):
                         units.append({"layer": name, **stats})
             return record
 
         import torch_ref
 
-        return [layer.register_forward_hook(hook(name)) for name, layer in torch_ref.named_layers(self.module)]
+        return [layer.register_forward_hook(hook(name, layer_spec.type))
+                for (name, layer), layer_spec in zip(torch_ref.named_layers(self.module), self.module.spec.layers)]
 
     # -- everything else ----------------------------------------------------------------------
 

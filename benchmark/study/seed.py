@@ -77,8 +77,11 @@ def train_seed(job: dict, mnist) -> dict:
     started = time.perf_counter()
     spec = spec_from_dict(job["spec"], where=f"svt study seed {job['seed']}")
     train_limit, test_limit = job["train_limit"], job["test_limit"]
-    train = (as_inputs(mnist.train_images[:train_limit], spec.model.dtype), as_labels(mnist.train_labels[:train_limit]))
-    test = (as_inputs(mnist.test_images[:test_limit], spec.model.dtype), as_labels(mnist.test_labels[:test_limit]))
+    shape = spec.model.input_shape
+    train = (as_inputs(mnist.train_images[:train_limit], spec.model.dtype, shape=shape),
+             as_labels(mnist.train_labels[:train_limit]))
+    test = (as_inputs(mnist.test_images[:test_limit], spec.model.dtype, shape=shape),
+            as_labels(mnist.test_labels[:test_limit]))
     record = train_side_by_side(spec, train, test, check_every=job["check_every"], quiet=True)
     record.seconds_total = time.perf_counter() - started
     frames = writer.tables(record)
