@@ -126,19 +126,25 @@ class Level1:
         self._scal(x.size, alpha, x.ctypes.data, 1)
 
 
-@functools.cache
-def level1(dtype) -> Level1 | None:
-    """axpy and scal for `dtype` in NumPy's OpenBLAS; None where there are none (see the module docstring)."""
-    dtype = np.dtype(dtype)
-    prefix = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}.get(dtype)
+def cblas_functions(dtype: np.dtype, names: tuple[str, ...]):
+    """(blasint, cblas_<s|d><name>...) of NumPy's OpenBLAS for float32/float64, a missing one as None;
+    None when there is no such OpenBLAS or dtype."""
+    prefix = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}.get(np.dtype(dtype))
     get_config = openblas_function("openblas_get_config", ctypes.c_char_p)
     if prefix is None or get_config is None:
         return None
-    axpy, scal = (openblas_function(f"cblas_{prefix}{name}", None) for name in ("axpy", "scal"))
-    if axpy is None or scal is None:
-        return None
     integer = ctypes.c_int64 if b"USE64BITINT" in get_config() else ctypes.c_int32  # blasint
-    return Level1(dtype, integer, axpy, scal)
+    return integer, *(openblas_function(f"cblas_{prefix}{name}", None) for name in names)
+
+
+@functools.cache
+def level1(dtype) -> Level1 | None:
+    """axpy and scal for `dtype` in NumPy's OpenBLAS; None where there are none (see the module docstring)."""
+    found = cblas_functions(dtype, ("axpy", "scal"))
+    if found is None or None in found:
+        return None
+    integer, axpy, scal = found
+    return Level1(np.dtype(dtype), integer, axpy, scal)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,13 +210,8 @@ class Outer:
 @functools.cache
 def outer_product(dtype) -> Outer | None:
     """The BLAS outer product for `dtype` in NumPy's OpenBLAS, or None (then np.dot does it)."""
-    dtype = np.dtype(dtype)
-    prefix = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}.get(dtype)
-    get_config = openblas_function("openblas_get_config", ctypes.c_char_p)
-    if prefix is None or get_config is None:
+    found = cblas_functions(dtype, ("ger", "axpby"))
+    if found is None or found[1] is None:
         return None
-    ger, axpby = (openblas_function(f"cblas_{prefix}{name}", None) for name in ("ger", "axpby"))
-    if ger is None:
-        return None
-    integer = ctypes.c_int64 if b"USE64BITINT" in get_config() else ctypes.c_int32  # blasint
-    return Outer(dtype, integer, ger, axpby)
+    integer, ger, axpby = found
+    return Outer(np.dtype(dtype), integer, ger, axpby)
