@@ -156,6 +156,7 @@ def level1(dtype) -> Level1 | None:
 #     float64  1024x1024  3029 vs 7791 (torch 754);   1024x784  667 vs 1070 (torch 276)
 #     float32  1024x1024   457 vs 1918 (torch 209);   1024x784  345 vs  511 (torch 166)
 #     256x784 (200,704): float64 173 vs 136, float32 111 vs 70: np.dot;  128x256: np.dot 12-23 vs 39-56
+# Nothing was measured between 200,704 and 802,816 elements: 500,000 is a judgement between the two.
 OUTER_MIN_ELEMENTS = 500_000
 ROW_MAJOR = 101  # CBLAS_ORDER
 
@@ -166,9 +167,11 @@ class Outer:
     OpenBLAS's gemm with an inner dimension of 1 (what np.dot does for one example) is several times
     slower than its rank-1 update ger, threaded over OpenBLAS's pool: so `out` is zeroed and ger adds
     column row^T to it. Each entry is one rounded product, c_i * r_j, exactly as np.dot and torch's
-    mm give it. Zeroing: axpby(0, 0, 0, out) (out <- 0 * 0 + 0 * out, on OpenBLAS's threads) where the
-    library writes plain zeros for a beta of 0 even over NaN (checked once, on a NaN probe: a diverged
-    step leaves NaN in the gradient), else NumPy's fill on one core.
+    mm give it. Zeroing: axpby(0, 0, 0, out) (out <- 0 * 0 + 0 * out) where the library writes plain
+    zeros for a beta of 0 even over NaN (checked once, on a NaN probe long enough for its vector
+    kernel: a diverged step leaves NaN in the gradient), else NumPy's fill. The vectors are handed to
+    BLAS contiguous (a copy of m + n elements at most): a NumPy view may have a negative or zero stride,
+    which BLAS reads differently (from the lowest address) or refuses.
     """
 
     def __init__(self, dtype: np.dtype, integer, ger, axpby) -> None:
@@ -184,7 +187,7 @@ class Outer:
         self.dtype, self._ger, self._axpby = dtype, ger, axpby
         self._zero = np.zeros(1, dtype=dtype)  # x of axpby, read with a stride of 0
         if axpby is not None:
-            probe = np.full(4, np.nan, dtype=dtype)
+            probe = np.full(4099, np.nan, dtype=dtype)  # the vector kernel and its scalar tail
             self._fill_zeros(probe)
             if not np.all(probe == 0):
                 self._axpby = None
@@ -201,10 +204,9 @@ class Outer:
                 or any(array.dtype != self.dtype for array in (column, row, out))):
             raise ValueError(f"Outer needs {self.dtype} column ({m},), row ({n},) and a contiguous out, got "
                              f"{column.dtype} {column.shape}, {row.dtype} {row.shape}, {out.dtype} {out.shape}")
+        column, row = np.ascontiguousarray(column), np.ascontiguousarray(row)  # no copy when they are
         self._fill_zeros(out)
-        itemsize = self.dtype.itemsize
-        self._ger(ROW_MAJOR, m, n, 1.0, column.ctypes.data, column.strides[0] // itemsize,
-                  row.ctypes.data, row.strides[0] // itemsize, out.ctypes.data, n)
+        self._ger(ROW_MAJOR, m, n, 1.0, column.ctypes.data, 1, row.ctypes.data, 1, out.ctypes.data, n)
 
 
 @functools.cache

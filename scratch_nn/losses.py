@@ -32,12 +32,12 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     float32 cross_entropy 2e-6). Returns an (N, C) array in class-major (Fortran) order, like `softmax`.
     """
     logits = class_major(logits)
-    rows = np.arange(logits.shape[0])
-    top = logits.argmax(axis=1)  # (N,) the first maximum of each row
-    shifted = logits - logits[rows, top][:, None]  # (N, C), 0 at the maximum
+    shifted = logits - logits.max(axis=1, keepdims=True)  # (N, C), exactly 0 at each maximum
     others = np.exp(shifted)
-    others[rows, top] = 0.0  # exp(0) = 1 is the "1" of log1p
-    return shifted - np.log1p(others.sum(axis=1, keepdims=True))
+    at_max = shifted == 0  # False where shifted is NaN (an infinite maximum): the NaN stays in the sum
+    others[at_max] = 0.0  # each maximum's exp(0) = 1: one is the "1" of log1p, tied ones are added back
+    ties = (at_max.sum(axis=1, keepdims=True) - 1).astype(logits.dtype)  # (N, 1), usually 0
+    return shifted - np.log1p(others.sum(axis=1, keepdims=True) + ties)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

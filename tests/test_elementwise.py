@@ -169,6 +169,12 @@ def test_blas_outer_product_is_np_dots_bit_for_bit_and_overwrites_nan(rng, dtype
     strided = np.empty((300, 250), dtype=dtype)
     outer(column, row[0, ::2], strided)  # a row read with a stride
     np.testing.assert_array_equal(strided, np.dot(column[:, None], row[0:1, ::2]))
+    reversed_out = np.empty((300, 500), dtype=dtype)
+    outer(column[::-1], row[1, ::-1], reversed_out)  # negative strides: BLAS would read from the lowest address
+    np.testing.assert_array_equal(reversed_out, np.dot(column[::-1, None], row[1:2, ::-1]))
+    broadcast = np.broadcast_to(dtype(2.0), (500,))  # a zero stride, which BLAS refuses
+    outer(column, broadcast, reversed_out)
+    np.testing.assert_array_equal(reversed_out, np.dot(column[:, None], np.full((1, 500), 2.0, dtype=dtype)))
     with pytest.raises(ValueError, match=r"Outer needs .* column \(300,\), row \(250,\) and a contiguous out"):
         outer(column, row[0], strided)
 
@@ -180,6 +186,7 @@ def test_linear_backward_at_batch_one_takes_the_outer_product_and_matches_torch(
 
     calls = []
     real = outer_product(dtype)
+    assert real is not None  # NumPy's OpenBLAS: otherwise np.dot would run and this test prove nothing
     monkeypatch.setattr(layers, "outer_product", lambda d: calls.append(d) or real)
 
     weight = rng.standard_normal((1024, 600)).astype(dtype)  # 614,400 elements: above OUTER_MIN_ELEMENTS

@@ -110,12 +110,28 @@ def test_float32_loss_of_confident_predictions_stays_within_a_few_ulps(margin, r
     assert abs(float(loss) - exact) <= 8 * np.finfo(np.float32).eps * exact
     exact_log_probs = torch.log_softmax(torch.tensor(logits32, dtype=torch.float64), dim=1).numpy()
     np.testing.assert_allclose(log_softmax(logits32), exact_log_probs, rtol=4 * np.finfo(np.float32).eps, atol=1e-6)
+    # the targets' log-probabilities, tiny here (1e-4 to 1e-10): a few ulps of relative accuracy (z - max z
+    # rounds by up to 1e-6 at |z - max z| ~ 22, then ~9 exp terms and log1p), no absolute floor; log of the
+    # rounded sum would be off by 50-100%
+    rows = np.arange(n)
+    np.testing.assert_allclose(log_softmax(logits32)[rows, targets], exact_log_probs[rows, targets],
+                               rtol=64 * np.finfo(np.float32).eps, atol=0)
 
 
-def test_log_softmax_handles_tied_maxima():
-    logits = np.array([[3.0, 3.0, 1.0], [0.0, 0.0, 0.0]])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_softmax_handles_tied_maxima_and_infinities(dtype):
+    logits = np.array([[3.0, 3.0, 1.0], [0.0, 0.0, 0.0], [1.0, 5.0, 5.0], [-np.inf, 2.0, 2.0]], dtype=dtype)
     expected = torch.log_softmax(torch.tensor(logits), dim=1).numpy()
-    np.testing.assert_allclose(log_softmax(logits), expected, rtol=1e-15)
+    np.testing.assert_allclose(log_softmax(logits), expected, rtol=4 * np.finfo(dtype).eps)
+    targets = np.array([0, 1, 2, 1])
+    loss = CrossEntropyLoss()
+    loss.forward(logits, targets)
+    logits_t = torch.tensor(logits, requires_grad=True)
+    torch.nn.functional.cross_entropy(logits_t, torch.tensor(targets)).backward()
+    np.testing.assert_allclose(loss.backward(), logits_t.grad.numpy(), rtol=4 * np.finfo(dtype).eps, atol=1e-12)
+    # an infinite maximum gives NaN (inf - inf), as torch does, not a finite or infinite loss
+    with np.errstate(invalid="ignore"):  # inf - inf: NumPy's warning is expected here
+        assert np.all(np.isnan(log_softmax(np.array([[np.inf, 1.0, 2.0]], dtype=dtype))))
 
 
 @pytest.mark.parametrize("targets, message", [
