@@ -39,12 +39,13 @@ def check_size(value: Any, what: str, where: str, minimum: int) -> None:
                         f"got {value!r}")
 
 
-def fitted(compute, *arguments) -> tuple[int, ...]:
-    """The output shape from a layer module's shape function, its ValueError made a SpecError."""
+def fitted(compute, *arguments, name: str = "") -> tuple[int, ...]:
+    """The output shape from a layer module's shape function, its ValueError made a SpecError (without
+    the function's own "name: " prefix: the message says the layer's index and type before it)."""
     try:
         return compute(*arguments)
     except ValueError as error:
-        raise SpecError(str(error)) from None
+        raise SpecError(str(error).removeprefix(f"{name}: ")) from None
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class MaxPool2dSpec(ImageSpec):
 
     def output_shape(self, shape):
         return fitted(pool2d_output_shape, shape, self.kernel_size, self.stride, self.padding, self.dilation,
-                      self.ceil_mode, "max_pool2d")
+                      self.ceil_mode, "max_pool2d", name="max_pool2d")
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ class AvgPool2dSpec(ImageSpec):
 
     def output_shape(self, shape):
         return fitted(pool2d_output_shape, shape, self.kernel_size, self.stride, self.padding, 1, self.ceil_mode,
-                      "avg_pool2d")
+                      "avg_pool2d", name="avg_pool2d")
 
 
 @dataclass(frozen=True)

@@ -178,8 +178,8 @@ def test_conv2d_refuses_inputs_it_cannot_convolve():
 def lenet5_relu_pair(rng):
     """lenet5-relu from the new layers and the existing ones, and torch's nn.Sequential with its weights."""
     from scratch_nn.activations import ReLU
-    from scratch_nn.layers import Linear
     from scratch_nn.layer import Flatten
+    from scratch_nn.layers import Linear
     from scratch_nn.pooling import MaxPool2d
 
     layers = [Conv2d(1, 6, 5, padding=2, dtype=np.float64, rng=rng), ReLU(), MaxPool2d(2),

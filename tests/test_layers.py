@@ -65,7 +65,8 @@ LAYER_ROWS = {
     "max_pool2d": [(MaxPool2dSpec(2), (2, 4, 4)), (MaxPool2dSpec(3, stride=2, padding=1, ceil_mode=True), (2, 6, 6))],
     "avg_pool2d": [(AvgPool2dSpec(2), (2, 4, 4)),
                    (AvgPool2dSpec(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False), (2, 6, 6))],
-    "batch_norm2d": [(BatchNorm2dSpec(), (3, 2, 2)), (BatchNorm2dSpec(eps=1e-3, momentum=0.2, affine=False), (2, 3, 3))],
+    "batch_norm2d": [(BatchNorm2dSpec(), (3, 2, 2)),
+                     (BatchNorm2dSpec(eps=1e-3, momentum=0.2, affine=False), (2, 3, 3))],
     "dropout2d": [(Dropout2dSpec(0.4), (3, 2, 2))],
 }
 ROWS = [pytest.param(spec, shape, id=f"{spec.toml()} on {shape}") for rows in LAYER_ROWS.values()
