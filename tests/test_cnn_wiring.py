@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from scratch_nn.conv import Conv2d
 from scratch_nn.model import Sequential
 from scratch_nn.spec import SpecError, load_builtin_spec, spec_from_dict
 from torch_ref.model import TorchSequential, load_from_numpy, set_dropout_masks
@@ -96,3 +97,33 @@ def test_the_cnn_specs_are_built_in_and_take_mnist_images(name):
     assert spec.model.input_shape == (1, 28, 28) and spec.model.shapes[-1] == (10,)
     model = Sequential(spec.model, np.random.default_rng(0))
     assert model.forward(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
+
+
+class BiasGradientTimesThree(Conv2d):
+    """A Conv2d with a wrong backward: its bias gradient 3x too large."""
+
+    def _backward(self, grad_out, cache, input_grad):
+        grad_in = super()._backward(grad_out, cache, input_grad)
+        self.grads["bias"] *= 3
+        return grad_in
+
+
+def test_the_finite_difference_referee_explains_a_relu_kink_but_not_a_wrong_backward():
+    """Blank patches put a zero conv bias's pre-activations exactly on ReLU's kink: the central
+    difference is the mean of the one-sided slopes, the backward one of them (explained); a bias
+    gradient made 3x too large lies outside them (a break)."""
+    from benchmark.parity.referee import numerical_parity
+
+    spec = cnn_spec([{"type": "conv2d", "out_channels": 2, "kernel_size": 3}, {"type": "relu"}, *TAIL],
+                    dtype="float64")
+    model = Sequential(spec.model, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x = np.zeros((6, 1, 28, 28))
+    x[:, :, 10:16, 10:16] = rng.random((6, 1, 6, 6))  # the rest of each image is blank
+    y = rng.integers(0, 10, 6)
+    report = numerical_parity(model, x, y)
+    assert report.ok and report.rows[1].name == "fd/layers.0.bias.grad"
+    assert report.rows[1].explained.startswith("loss kink: at 2 of 2 coordinates the one-sided slopes differ")
+    model.layers[0].__class__ = BiasGradientTimesThree
+    broken = numerical_parity(model, x, y)
+    assert not broken.ok and broken.first_break.name == "fd/layers.0.bias.grad"
