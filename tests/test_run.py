@@ -150,3 +150,5 @@ def test_a_cnn_run_shows_its_filters_and_feature_maps(tmp_path, mnist):
     assert "Feature maps" in page and "each filter of a first conv layer" in page
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["spec"]["model"]["input_shape"] == [1, 28, 28]
+    assert summary["targets"][0]["target"].startswith("scratch test accuracy >= 99.0%")  # a CNN's targets
+    assert summary["targets"][3]["target"].startswith("whole run <= 180 s")
