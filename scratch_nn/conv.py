@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from scratch_nn.init import uniform_
-from scratch_nn.layer import missing_forward
+from scratch_nn.layer import Layer
 
 WIDE_ROWS = True  # stride-1 columns over wide rows (the module docstring); False: exact rows, for measuring
 
@@ -125,7 +125,7 @@ def col2im(columns: np.ndarray, geometry: Geometry, dtype) -> np.ndarray:
     return grad_flat
 
 
-class Conv2d:
+class Conv2d(Layer):
     """y = W * x + b (cross-correlation);  dL/dW = G X^T,  dL/db = sum G,  dL/dx = col2im(W^T G).
 
     As torch.nn.Conv2d: weight (out_channels, in_channels / groups, kH, kW), bias (out_channels,),
@@ -143,6 +143,7 @@ class Conv2d:
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
+        super().__init__()
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = pair(kernel_size, "Conv2d: kernel_size", 1)
         self.stride = pair(stride, "Conv2d: stride", 1)
@@ -153,11 +154,7 @@ class Conv2d:
         if bias:
             self.params["bias"] = np.zeros(out_channels, dtype=dtype)
         self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
-        self.buffers: dict[str, np.ndarray] = {}
-        self.training = True
-        self._geometry: Geometry | None = None
         self._work: dict[str, np.ndarray] = {}  # padded input, columns, wide dL/dY: reused while shapes hold
-        self._cached = False
         if rng is not None:
             self.reset_parameters(rng)
 
@@ -186,7 +183,8 @@ class Conv2d:
         return [(slice(g * out_per_group, (g + 1) * out_per_group), slice(g * rows_per_group, (g + 1) * rows_per_group))
                 for g in range(self.groups)]
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x):
+        """The cache is the input's Geometry; the columns stay in the work arrays for backward."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d: expected input (N, {self.in_channels}, H, W), got shape {x.shape}")
         weight = self.params["weight"]
@@ -201,15 +199,12 @@ class Conv2d:
             np.matmul(self._weight_rows(group), columns[column_rows], out=out[out_rows])
         if "bias" in self.params:
             out += self.params["bias"][:, None]
-        self._geometry, self._cached = geometry, True
         out = out.reshape(self.out_channels, geometry.n, geometry.out_height, geometry.row_width)
-        return out[..., :geometry.out_width].transpose(1, 0, 2, 3)  # (N, O, Ho, Wo), channel-major memory
+        return out[..., :geometry.out_width].transpose(1, 0, 2, 3), geometry  # (N, O, Ho, Wo), channel-major
 
-    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+    def _backward(self, grad_out, geometry, input_grad):
         """Fill grads["weight"], grads["bias"]; return dL/dx (N, C, H, W), or None with input_grad=False."""
-        if not self._cached:
-            raise missing_forward(self)
-        geometry, columns = self._geometry, self._work["columns"]
+        columns = self._work["columns"]
         dtype = self.params["weight"].dtype
         grad_wide = self._buffer("grad_wide", (self.out_channels, geometry.n, geometry.out_height,
                                                geometry.row_width), dtype)  # discarded columns stay zero

@@ -18,45 +18,13 @@ A dataclass's fields are exactly its scratch class's and torch module's keyword 
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
+from scratch_nn.image_specs import IMAGE_SPECS
 from scratch_nn.init import SCHEMES, calculate_gain
+from scratch_nn.layer_spec_base import LayerSpec, shape_text
 from scratch_nn.spec_checks import SpecError, check_bool, check_choice, check_int, check_number
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """Base of the layer specs. `role` is "weight" (initialised from the model's `init`; L1 applies
-    to its weight), "activation" (sets the gain of the weight layer before it) or "other"."""
-
-    type: ClassVar[str]
-    role: ClassVar[str] = "other"
-    vector_input: ClassVar[bool] = False  # True: needs (N, features), as Linear and BatchNorm1d
-    always_shown: ClassVar[tuple[str, ...]] = ()  # settings written out even at their default
-
-    def check(self, where: str) -> None:
-        """Raise SpecError if a setting is out of range (the default: nothing to check)."""
-
-    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return shape  # elementwise layers keep the shape
-
-    def arguments(self) -> dict[str, Any]:
-        """The settings as keyword arguments (torch's names)."""
-        return asdict(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The entry as it is written in a spec: `type`, then the settings that are not the default."""
-        changed = {field.name: getattr(self, field.name) for field in fields(self)
-                   if getattr(self, field.name) != field.default or field.name in self.always_shown}
-        return {"type": self.type, **changed}
-
-    def toml(self) -> str:
-        """The entry in TOML's inline form, `{ type = "linear", out_features = 256 }`."""
-        def value(item: Any) -> str:
-            return ("true" if item else "false") if isinstance(item, bool) else (
-                f'"{item}"' if isinstance(item, str) else repr(item))
-        return "{ " + ", ".join(f"{key} = {value(item)}" for key, item in self.to_dict().items()) + " }"
 
 
 @dataclass(frozen=True)
@@ -247,7 +215,7 @@ class HardtanhSpec(ActivationSpec):
 
 LAYER_SPECS: dict[str, type[LayerSpec]] = {spec.type: spec for spec in (
     LinearSpec, BatchNorm1dSpec, DropoutSpec, FlattenSpec, IdentitySpec, ReLUSpec, LeakyReLUSpec, SigmoidSpec,
-    TanhSpec, ELUSpec, GELUSpec, SoftplusSpec, SiLUSpec, HardtanhSpec)}
+    TanhSpec, ELUSpec, GELUSpec, SoftplusSpec, SiLUSpec, HardtanhSpec, *IMAGE_SPECS)}
 ACTIVATIONS = tuple(name for name, spec in LAYER_SPECS.items() if spec.role == "activation")
 
 
@@ -274,11 +242,6 @@ def layer_from_dict(table: Any, where: str) -> LayerSpec:
     return layer
 
 
-def shape_text(shape: tuple[int, ...]) -> str:
-    """(784,) -> "(N, 784)": a shape with its batch dimension, as tables and messages print it."""
-    return "(N, " + ", ".join(str(size) for size in shape) + ")"
-
-
 def propagate_shapes(layers: tuple[LayerSpec, ...], input_shape: tuple[int, ...],
                      where: str = "model") -> tuple[tuple[int, ...], ...]:
     """Every layer's output shape (batch left out), checking that each layer fits what flows in."""
@@ -287,6 +250,9 @@ def propagate_shapes(layers: tuple[LayerSpec, ...], input_shape: tuple[int, ...]
         if layer.vector_input and len(shape) != 1:
             raise SpecError(f"{where}: layers.{index} ({layer.type}) needs an input of shape (N, features), "
                             f"got {shape_text(shape)}; put {{ type = \"flatten\" }} before it")
+        if layer.image_input and len(shape) != 3:
+            raise SpecError(f"{where}: layers.{index} ({layer.type}) needs an input of shape (N, C, H, W), "
+                            f"got {shape_text(shape)}; for MNIST images set input_shape = [1, 28, 28]")
         try:
             shape = layer.output_shape(shape)
         except SpecError as error:

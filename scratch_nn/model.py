@@ -20,10 +20,13 @@ from __future__ import annotations
 import numpy as np
 
 from scratch_nn.activations import ACTIVATION_CLASSES
+from scratch_nn.conv import Conv2d
 from scratch_nn.init import init_weight_layer
 from scratch_nn.layer import Flatten, Layer
 from scratch_nn.layers import BatchNorm1d, Dropout, Linear
 from scratch_nn.losses import softmax
+from scratch_nn.normalization import BatchNorm2d, Dropout2d
+from scratch_nn.pooling import AvgPool2d, MaxPool2d
 from scratch_nn.spec import ModelSpec
 
 
@@ -38,6 +41,13 @@ LAYER_CLASSES = {
     "batch_norm1d": lambda spec, shape, dtype, rng: BatchNorm1d(shape[0], spec.eps, spec.momentum, dtype=dtype),
     "dropout": lambda spec, shape, dtype, rng: Dropout(spec.p, rng),
     "flatten": lambda spec, shape, dtype, rng: Flatten(spec.start_dim, spec.end_dim),
+    "conv2d": lambda spec, shape, dtype, rng: Conv2d(shape[0], spec.out_channels, spec.kernel_size, spec.stride,
+                                                     spec.padding, spec.dilation, spec.groups, spec.bias, dtype),
+    "max_pool2d": lambda spec, shape, dtype, rng: MaxPool2d(**spec.arguments()),
+    "avg_pool2d": lambda spec, shape, dtype, rng: AvgPool2d(**spec.arguments()),
+    "batch_norm2d": lambda spec, shape, dtype, rng: BatchNorm2d(shape[0], spec.eps, spec.momentum, spec.affine,
+                                                               dtype=dtype),
+    "dropout2d": lambda spec, shape, dtype, rng: Dropout2d(spec.p, rng),
     **{name: build_activation for name in ACTIVATION_CLASSES},
 }
 

@@ -1,4 +1,6 @@
-"""BatchNorm2d: BatchNorm1d's maths per channel over (N, H, W), and Flatten / Dropout2d, the shape layers of a CNN.
+"""BatchNorm2d: BatchNorm1d's maths per channel over (N, H, W), and Dropout2d (whole channels), for a CNN.
+
+(A CNN's Flatten is the one of `scratch_nn.layer`.)
 
 BatchNorm2d normalises each channel c with the mean and variance of its N*H*W values. Seen as an
 (N*H*W, C) matrix, with one row per pixel of every image, that is exactly BatchNorm1d on
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch_nn.layer import missing_forward
 from scratch_nn.layers import (
     BatchNorm1d,
     Dropout,
@@ -64,7 +65,8 @@ class BatchNorm2d(BatchNorm1d):
             return self.grads if grads else self.params
         return self._fixed_grads if grads else self._fixed
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x):
+        """The cache is (x_hat, inv_std, training), x_hat as (N*H*W, C) rows."""
         if x.ndim != 4 or x.shape[1] != self.num_features:
             raise ValueError(f"BatchNorm2d: expected input (N, {self.num_features}, H, W), got shape {x.shape}")
         rows = pixels_by_channel(x)  # (N*H*W, C)
@@ -78,55 +80,19 @@ class BatchNorm2d(BatchNorm1d):
         else:
             inv_std = 1.0 / np.sqrt(self.buffers["running_var"] + self.eps)
             x_hat = (rows - self.buffers["running_mean"]) * inv_std
-        self._cache = (x_hat, inv_std, self.training)
         out = x_hat * self._affine()["weight"]
         out += self._affine()["bias"]  # in place: saves an (N*H*W, C) array
-        return images_from_pixels(out, x.shape)
+        return images_from_pixels(out, x.shape), (x_hat, inv_std, self.training)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        if self._cache is None:
-            raise missing_forward(self)
-        x_hat, inv_std, training = self._cache
+    def _backward(self, grad_out, cache, input_grad):
+        x_hat, inv_std, training = cache
         grads = self._affine(grads=True)
         grad_rows = batch_norm_backward(pixels_by_channel(grad_out), x_hat, inv_std, self._affine()["weight"],
                                         grads["weight"], grads["bias"], training)
-        return images_from_pixels(grad_rows, grad_out.shape)
+        return images_from_pixels(grad_rows, grad_out.shape) if input_grad else None
 
     def __repr__(self) -> str:
         return f"BatchNorm2d({self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine})"
-
-
-class Flatten:
-    """y = x.reshape(N, prod of dims start_dim..end_dim, ...);  dL/dx = dL/dy reshaped back (torch.nn.Flatten)."""
-
-    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
-        self.start_dim, self.end_dim = start_dim, end_dim
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-        self.buffers: dict[str, np.ndarray] = {}
-        self.training = True
-        self._input_shape: tuple[int, ...] | None = None
-
-    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The flattened shape of an input shape, or ValueError if the dims do not exist or are out of order."""
-        ndim = len(shape)
-        start, end = (dim + ndim if dim < 0 else dim for dim in (self.start_dim, self.end_dim))
-        if not (0 <= start < ndim and 0 <= end < ndim) or start > end:
-            raise ValueError(f"Flatten: start_dim={self.start_dim}, end_dim={self.end_dim} do not select dims "
-                             f"in order of a {ndim}-D input {tuple(shape)}")
-        return (*shape[:start], int(np.prod(shape[start:end + 1])), *shape[end + 1:])
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._input_shape = x.shape
-        return x.reshape(self.output_shape(x.shape))  # a copy only when x's memory order needs one
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        if self._input_shape is None:
-            raise missing_forward(self)
-        return grad_out.reshape(self._input_shape)
-
-    def __repr__(self) -> str:
-        return f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim})"
 
 
 class Dropout2d(Dropout):

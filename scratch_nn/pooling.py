@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratch_nn.conv import pair
-from scratch_nn.layer import missing_forward
+from scratch_nn.layer import Layer
 
 
 def pooled_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
@@ -69,10 +69,11 @@ def full_in_layout(shape: tuple[int, int, int, int], fill, dtype, channels_first
     return make(shape)
 
 
-class Pool2d:
+class Pool2d(Layer):
     """What both poolings share: arguments, output shape, padded input and the per-offset windows."""
 
     def __init__(self, kernel_size, stride, padding, dilation, ceil_mode: bool) -> None:
+        super().__init__()
         name = type(self).__name__
         self.kernel_size = pair(kernel_size, f"{name}: kernel_size", 1)
         self.stride = self.kernel_size if stride is None else pair(stride, f"{name}: stride", 1)
@@ -80,11 +81,6 @@ class Pool2d:
         self.dilation = pair(dilation, f"{name}: dilation", 1)
         self.ceil_mode = bool(ceil_mode)
         check_padding(self.kernel_size, self.padding, self.dilation, name)
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-        self.buffers: dict[str, np.ndarray] = {}
-        self.training = True
-        self._cache = None
 
     def _output_size(self, x: np.ndarray) -> tuple[int, int]:
         if x.ndim != 4:
@@ -171,24 +167,23 @@ class MaxPool2d(Pool2d):
             np.copyto(winner, offset, where=take)
         return winner
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x):
         out_size = self._output_size(x)
         padded = self._pad(x, out_size, -np.inf)
         out = self._maximum(padded, out_size)
         winner = self._nan_winners(padded, out_size) if np.isnan(out).any() else None
-        self._cache = (padded, out, winner, x.shape, padded is x, channel_major(x))
-        return out
+        return out, (padded, out, winner, x.shape, padded is x, channel_major(x))
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def _backward(self, grad_out, cache, input_grad):
         """Route dL/dy to each window's first maximum in row-major order (or its last NaN).
 
         Without NaNs the winners are found again from the cached input and output: offset by
         offset, an element wins if it equals its window's maximum and no earlier offset won. That
         costs less than tracking the winner in the forward pass (a masked copy per offset).
         """
-        if self._cache is None:
-            raise missing_forward(self)
-        padded, out, winner, x_shape, unpadded, channels_first = self._cache
+        if not input_grad:
+            return None
+        padded, out, winner, x_shape, unpadded, channels_first = cache
         overlapping = any(stride < dilation * (kernel - 1) + 1 for kernel, stride, dilation
                           in zip(self.kernel_size, self.stride, self.dilation))
         tiled = self.stride == self.kernel_size and self.dilation == (1, 1) and padded.shape[2:] == tuple(
@@ -251,7 +246,7 @@ class AvgPool2d(Pool2d):
                          for axis in range(2))
         return np.outer(rows, columns).astype(dtype)  # (H_out, W_out)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x):
         out_size = self._output_size(x)
         padded = self._pad(x, out_size, 0)
         windows = self._windows(padded, out_size)
@@ -261,13 +256,12 @@ class AvgPool2d(Pool2d):
             out += window
         divisors = self._divisors(x.shape, out_size, x.dtype)
         out /= divisors  # torch divides (sum / divide_factor), not multiplies by a reciprocal
-        self._cache = (divisors, x.shape, padded.shape, padded is x, channel_major(x))
-        return out
+        return out, (divisors, x.shape, padded.shape, padded is x, channel_major(x))
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        if self._cache is None:
-            raise missing_forward(self)
-        divisors, x_shape, padded_shape, unpadded, channels_first = self._cache
+    def _backward(self, grad_out, cache, input_grad):
+        if not input_grad:
+            return None
+        divisors, x_shape, padded_shape, unpadded, channels_first = cache
         share = grad_out / divisors  # each element of a window gets dL/dy / divisor
         grad_padded = full_in_layout(padded_shape, 0, grad_out.dtype, channels_first)
         for _, window in self._windows(grad_padded, grad_out.shape[2:]):

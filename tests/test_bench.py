@@ -281,3 +281,18 @@ def test_sgd_on_flat_parameters_equals_sgd_per_tensor(settings, gradients_as):
         assert set(flat.state[name]) == set(per_tensor.state[name])
         for key, state in per_tensor.state[name].items():
             np.testing.assert_array_equal(flat.state[name][key], state)
+
+
+def test_conv_flops_are_counted_per_output_position_and_weight():
+    """conv 1->6 5x5 pad 2 on 28x28 (first: 2 products), conv 6->16 5x5 groups 2 on 14x14 -> 10x10, linear
+    400->10, N=2: forward 2*2*28*28*6*1*25 + 2*2*10*10*16*3*25 + 2*2*400*10."""
+    from scratch_nn.spec import spec_from_dict
+
+    spec = spec_from_dict({"model": {"input_shape": [1, 28, 28], "layers": [
+        {"type": "conv2d", "out_channels": 6, "kernel_size": 5, "padding": 2}, {"type": "max_pool2d", "kernel_size": 2},
+        {"type": "conv2d", "out_channels": 16, "kernel_size": [5, 5], "groups": 2},
+        {"type": "max_pool2d", "kernel_size": 2},
+        {"type": "flatten"}, {"type": "linear", "out_features": 10}]}}, where="test")
+    products = [2 * 2 * 28 * 28 * 6 * 25, 2 * 2 * 10 * 10 * 16 * 3 * 25, 2 * 2 * 400 * 10]
+    assert inference_flops(spec.model, 2) == sum(products)
+    assert training_flops(spec.model, 2) == 2 * products[0] + 3 * products[1] + 3 * products[2]

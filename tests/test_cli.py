@@ -55,6 +55,26 @@ def test_describe_prints_the_table_and_total():
     assert "total parameters: 52,650   dtype: float64" in result.stdout
 
 
+def test_describe_shows_a_cnn_layer_by_layer_with_image_shapes():
+    result = svt("describe", "--spec", "lenet5-relu")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "layers.0   conv2d      (N, 6, 28, 28)   out_channels=6 kernel_size=5 padding=2     156" in result.stdout
+    assert any(line.startswith("layers.5   max_pool2d  (N, 16, 5, 5)") for line in lines)
+    assert any(line.startswith("layers.6   flatten     (N, 400)") for line in lines)
+    # 6*25+6 + 16*6*25+16 + 400*120+120 + 120*84+84 + 84*10+10
+    assert "total parameters: 61,706   dtype: float32   input: (N, 1, 28, 28)" in result.stdout
+
+
+def test_a_cnn_shape_error_is_one_line_on_stderr(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[model]\ninput_shape = [1, 28, 28]\nlayers = [{ type = "conv2d", out_channels = 4, '
+                    'kernel_size = 3, groups = 2 }, { type = "flatten" }, { type = "linear", out_features = 10 }]\n')
+    result = svt("describe", "--spec", str(spec))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "layers.0 (conv2d): groups=2 must divide in_channels=1" in result.stderr
+
+
 @pytest.mark.parametrize("args, shown, hidden", [
     ([], "training: sgd lr=0.1 momentum=0.9 dampening=0 nesterov=False weight_decay=0", ("betas", "alpha", "gamma")),
     (["--optimizer", "adam", "--lr", "0.001"], "training: adam lr=0.001 betas=(0.9, 0.999) eps=1e-08 weight_decay=0",

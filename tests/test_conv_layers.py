@@ -115,7 +115,7 @@ def test_conv2d_with_exact_rows_at_stride_1_matches_torch(name, rng, monkeypatch
     scratch, twin = build(config, np.float64, rng)
     monkeypatch.setattr(conv, "WIDE_ROWS", False)
     check_against_torch(scratch, twin, sample_input(config, np.float64, rng), rng, **FLOAT64)
-    assert not scratch._geometry.wide
+    assert not scratch._cache.wide
 
 
 def test_conv2d_has_torch_names_and_shapes(rng):
@@ -178,8 +178,8 @@ def test_conv2d_refuses_inputs_it_cannot_convolve():
 def lenet5_relu_pair(rng):
     """lenet5-relu from the new layers and the existing ones, and torch's nn.Sequential with its weights."""
     from scratch_nn.activations import ReLU
+    from scratch_nn.layer import Flatten
     from scratch_nn.layers import Linear
-    from scratch_nn.normalization import Flatten
     from scratch_nn.pooling import MaxPool2d
 
     layers = [Conv2d(1, 6, 5, padding=2, dtype=np.float64, rng=rng), ReLU(), MaxPool2d(2),

@@ -15,6 +15,7 @@ import torch
 
 from scratch_nn.activations import ReLU, erf, erfc
 from scratch_nn.gradcheck import check_layer_gradients
+from scratch_nn.image_specs import AvgPool2dSpec, BatchNorm2dSpec, Conv2dSpec, Dropout2dSpec, MaxPool2dSpec
 from scratch_nn.layer_specs import (
     LAYER_SPECS,
     BatchNorm1dSpec,
@@ -59,6 +60,14 @@ LAYER_ROWS = {
     "softplus": [(SoftplusSpec(), (5,)), (SoftplusSpec(beta=2.0, threshold=5.0), (5,))],
     "silu": [(SiLUSpec(), (5,))],
     "hardtanh": [(HardtanhSpec(), (5,)), (HardtanhSpec(min_val=-0.5, max_val=2.0), (5,))],
+    "conv2d": [(Conv2dSpec(3, 3, padding=1), (2, 5, 5)),
+               (Conv2dSpec(4, (2, 3), stride=2, dilation=(1, 2), groups=2, bias=False), (2, 6, 7))],
+    "max_pool2d": [(MaxPool2dSpec(2), (2, 4, 4)), (MaxPool2dSpec(3, stride=2, padding=1, ceil_mode=True), (2, 6, 6))],
+    "avg_pool2d": [(AvgPool2dSpec(2), (2, 4, 4)),
+                   (AvgPool2dSpec(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False), (2, 6, 6))],
+    "batch_norm2d": [(BatchNorm2dSpec(), (3, 2, 2)),
+                     (BatchNorm2dSpec(eps=1e-3, momentum=0.2, affine=False), (2, 3, 3))],
+    "dropout2d": [(Dropout2dSpec(0.4), (3, 2, 2))],
 }
 ROWS = [pytest.param(spec, shape, id=f"{spec.toml()} on {shape}") for rows in LAYER_ROWS.values()
         for spec, shape in rows]

@@ -5,8 +5,11 @@ import torch
 from twin_check import FLOAT32, FLOAT64, channel_major, check_against_torch
 
 from scratch_nn.gradcheck import check_layer_gradients
+from scratch_nn.layer import Flatten
+from scratch_nn.layer_specs import FlattenSpec
 from scratch_nn.layers import Dropout
-from scratch_nn.normalization import BatchNorm2d, Dropout2d, Flatten
+from scratch_nn.normalization import BatchNorm2d, Dropout2d
+from scratch_nn.spec_checks import SpecError
 
 GRAD_TOLERANCE = 1e-7
 CHECK = {"eps": 1e-3, "order": 4}
@@ -87,10 +90,11 @@ def test_flatten_matches_torch(start_dim, end_dim, rng):
 
 
 def test_flatten_refuses_dims_out_of_range_or_order():
-    with pytest.raises(ValueError, match=r"Flatten: start_dim=3, end_dim=1 do not select dims in order"):
-        Flatten(3, 1).forward(np.zeros((2, 3, 4, 5)))
-    with pytest.raises(ValueError, match=r"start_dim=1, end_dim=-1 do not select dims in order of a 1-D input"):
-        Flatten().forward(np.zeros(4))
+    """Bad dims are refused when the spec is validated (FlattenSpec), before any layer runs."""
+    with pytest.raises(SpecError, match=r"flatten\(start_dim=3, end_dim=1\) does not fit an input of shape"):
+        FlattenSpec(3, 1).output_shape((3, 4, 5))
+    with pytest.raises(SpecError, match=r"it must keep the batch dimension 0"):
+        FlattenSpec(0, -1).output_shape((3, 4, 5))
     with pytest.raises(RuntimeError, match="Flatten.backward called before forward"):
         Flatten().backward(np.zeros((2, 3)))
 

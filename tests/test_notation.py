@@ -93,8 +93,12 @@ def test_what_specs_prints_is_accepted_by_layers():
     assert listed.returncode == 0, listed.stderr
     for name in builtin_spec_names():
         line = next(line for line in listed.stdout.splitlines() if line.startswith(f"{name} "))
+        form = format_layers(load_builtin_spec(name).model)
+        if form is None:  # a CNN's list has no --layers form, and the line says so
+            assert line.split()[1] == f"{len(load_builtin_spec(name).model.layers)}" and "no --layers form" in line
+            continue
         text = line.split()[1]
-        assert text == format_layers(load_builtin_spec(name).model)
+        assert text == form
         described = svt("describe", "--spec", name, "--layers", text)
         assert described.returncode == 0, described.stderr
         assert f"layers: {text}   (the --layers form)" in described.stdout

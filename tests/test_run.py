@@ -134,3 +134,21 @@ def test_interrupted_run_leaves_the_previous_report_intact(tmp_path, report):
     assert "Traceback" not in stderr
     assert {path.name: path.read_bytes() for path in previous.iterdir()} == before
     assert sorted(path.name for path in out.iterdir() if not path.name.startswith("small")) == [], os.listdir(out)
+
+
+def test_a_cnn_run_shows_its_filters_and_feature_maps(tmp_path, mnist):
+    """lenet5-relu on a slice: the first conv layer's filters as images and the first test digit's
+    feature maps after each conv layer, both sides; the MLP figures are written as before."""
+    import json
+
+    result = svt_run("--spec", "lenet5-relu", "--train-limit", "256", "--test-limit", "64", "--epochs", "1",
+                     "--check-every", "2", "--quiet", "--out", str(tmp_path), "--name", "cnn")
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "cnn"
+    assert {"first_layer.png", "feature_maps.png", "gallery.png", "units.png"} <= {p.name for p in folder.iterdir()}
+    page = (folder / "report.html").read_text()
+    assert "Feature maps" in page and "each filter of a first conv layer" in page
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["spec"]["model"]["input_shape"] == [1, 28, 28]
+    assert summary["targets"][0]["target"].startswith("scratch test accuracy >= 99.0%")  # a CNN's targets
+    assert summary["targets"][3]["target"].startswith("whole run <= 180 s")

@@ -251,3 +251,37 @@ def test_bad_input_exits_2_with_one_line(args, message):
     result = svt_sanity(*args)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# 7 on a CNN: unit statistics per channel, vanishing through sigmoid convolutions
+
+
+def cnn_model(seed: int, activation: str, depth: int, init: str) -> MLP:
+    """depth x (conv 4@3x3 pad 1 - activation), flatten, linear 10, float64, on (N, 1, 28, 28)."""
+    from scratch_nn.spec import spec_from_dict
+
+    block = [{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}, {"type": activation}]
+    spec = spec_from_dict({"model": {"input_shape": [1, 28, 28], "init": init, "dtype": "float64",
+                                     "layers": block * depth + [{"type": "flatten"},
+                                                                {"type": "linear", "out_features": 10}]}}, "test")
+    return MLP(spec.model, np.random.default_rng(seed))
+
+
+def test_relu_dead_fraction_counts_channels_in_an_image_output():
+    from benchmark.sides.probe import unit_stats
+
+    output = np.zeros((3, 4, 5, 5))
+    output[2, 1, 4, 4] = 1.0  # channel 1 fires once, at one position of one image: alive
+    output[:, 3] = 0.5
+    assert unit_stats("relu", output)["dead_fraction"] == 0.5  # channels 0 and 2 of 4
+
+
+@pytest.mark.parametrize("activation, depth, init, problem", [
+    ("sigmoid", 6, "torch_default", "Vanishing gradients"), ("relu", 3, "kaiming_uniform", None)])
+def test_gradient_health_of_a_cnn(activation, depth, init, problem, data, seed):
+    x, y, *_ = data
+    images = x[:128].reshape(-1, 1, 28, 28)
+    result = health.check_gradient_health(cnn_model(seed, activation, depth, init), images, y[:128])
+    assert result.passed is (problem is None), result.message
+    assert problem is None or (problem in result.message and result.values["gradient_ratio"] < 1e-3)

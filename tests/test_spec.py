@@ -84,7 +84,7 @@ def test_the_plain_data_form_reads_back_as_the_same_spec():
     for name in builtin_spec_names():
         spec = load_builtin_spec(name)
         plain = to_dict(spec)
-        assert plain["model"]["layers"][0]["type"] == "linear"
+        assert plain["model"]["layers"][0]["type"] in ("linear", "conv2d")
         assert spec_from_dict(plain, where="summary.json", default_name="x") == spec
 
 
@@ -97,7 +97,8 @@ def test_settings_have_torchs_names_and_defaults():
 
     modules = {"linear": torch.nn.Linear, "batch_norm1d": torch.nn.BatchNorm1d, "dropout": torch.nn.Dropout,
                "flatten": torch.nn.Flatten, "leaky_relu": torch.nn.LeakyReLU, "elu": torch.nn.ELU,
-               "softplus": torch.nn.Softplus}
+               "softplus": torch.nn.Softplus, "conv2d": torch.nn.Conv2d, "max_pool2d": torch.nn.MaxPool2d,
+               "avg_pool2d": torch.nn.AvgPool2d, "batch_norm2d": torch.nn.BatchNorm2d, "dropout2d": torch.nn.Dropout2d}
     for kind, module in modules.items():
         torch_defaults = {name: parameter.default for name, parameter in inspect.signature(module).parameters.items()}
         for field in dataclasses.fields(LAYER_SPECS[kind]):

@@ -20,12 +20,12 @@ import time
 import numpy as np
 import torch
 
-from benchmark.data import load_mnist
+from benchmark.data.mnist import load_mnist
 from scratch_nn.activations import ReLU
 from scratch_nn.conv import Conv2d
+from scratch_nn.layer import Flatten
 from scratch_nn.layers import Linear
 from scratch_nn.losses import CrossEntropyLoss
-from scratch_nn.normalization import Flatten
 from scratch_nn.optim import SGD
 from scratch_nn.pooling import MaxPool2d
 

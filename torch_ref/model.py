@@ -48,6 +48,20 @@ class MaskedDropout(nn.Dropout):
         return x * mask
 
 
+class MaskedDropout2d(MaskedDropout):
+    """`nn.Dropout2d`'s maths (whole channels) with an injected mask: `next_mask` is (N, C, 1, 1), the
+    scaled mask of scratch's `Dropout2d`, broadcast over each plane; without one it is `F.dropout2d`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.next_mask is None:
+            return F.dropout2d(x, self.p, self.training)
+        mask, self.next_mask = self.next_mask, None
+        if mask.shape != (*x.shape[:2], 1, 1):
+            raise ValueError(f"dropout2d mask has shape {tuple(mask.shape)}, the input {tuple(x.shape)} needs "
+                             f"{(*x.shape[:2], 1, 1)}")
+        return x * mask
+
+
 def elementwise(module: type[nn.Module]):
     """The builder of an activation: torch's module with the spec's settings (torch's argument names)."""
     return lambda spec, shape, dtype: module(**spec.arguments())
@@ -59,6 +73,13 @@ TORCH_BUILDERS = {
     "batch_norm1d": lambda spec, shape, dtype: nn.BatchNorm1d(shape[0], spec.eps, spec.momentum, dtype=dtype),
     "dropout": lambda spec, shape, dtype: MaskedDropout(spec.p),  # takes the scratch side's masks
     "flatten": lambda spec, shape, dtype: nn.Flatten(spec.start_dim, spec.end_dim),
+    "conv2d": lambda spec, shape, dtype: nn.Conv2d(shape[0], spec.out_channels, spec.kernel_size, spec.stride,
+                                                   spec.padding, spec.dilation, spec.groups, spec.bias, dtype=dtype),
+    "max_pool2d": lambda spec, shape, dtype: nn.MaxPool2d(**spec.arguments()),
+    "avg_pool2d": lambda spec, shape, dtype: nn.AvgPool2d(**spec.arguments()),
+    "batch_norm2d": lambda spec, shape, dtype: nn.BatchNorm2d(shape[0], spec.eps, spec.momentum, spec.affine,
+                                                              dtype=dtype),
+    "dropout2d": lambda spec, shape, dtype: MaskedDropout2d(spec.p),  # takes the scratch side's masks
     "identity": elementwise(nn.Identity),
     "relu": elementwise(nn.ReLU),
     "leaky_relu": elementwise(nn.LeakyReLU),

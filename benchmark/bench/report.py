@@ -111,9 +111,14 @@ def seconds_text(seconds: float) -> str:
 
 
 def spec_label(spec: Spec) -> str:
-    """`784-256-128-10 relu, sgd lr=0.05 momentum=0.9`: the shape and the update being timed."""
+    """`784-256-128-10 relu, sgd lr=0.05 momentum=0.9` (a CNN: `conv6@5-conv16@5-120-84-10 relu, ...`): the
+    shape and the update being timed."""
     shapes = linear_shapes(spec.model)
-    sizes = [shapes[0][0]] + [fan_out for _, fan_out in shapes]
+    sizes = [fan_out for _, fan_out in shapes] if spec.model.input_shape != (shapes[0][0],) else [
+        shapes[0][0]] + [fan_out for _, fan_out in shapes]
+    convolutions = [f"conv{layer.out_channels}@{layer.kernel_size}" for layer in spec.model.layers
+                    if layer.type == "conv2d"]  # a CNN: `conv6@5-conv16@5-120-84-10 relu, ...`
+    sizes = [*convolutions, *sizes]
     activations = "/".join(dict.fromkeys(layer.type for layer in spec.model.layers if layer.role == "activation"))
     train = spec.train
     extra = f" momentum={train.momentum:g}" if train.momentum and "momentum" in settings_in_use(spec) else ""
@@ -247,8 +252,10 @@ def markdown_table(rows: list[dict], columns: list[str], right: tuple[str, ...] 
 def markdown_report(results: BenchResults) -> str:
     parts = ["# svt bench: scratch vs torch, speed and memory", ""]
     parts += [f"- {line}" for line in environment_lines(results)]
-    parts += ["", "FLOPs per training step: per Linear 2·N·in·out forward, 2·N·in·out for the weight gradient "
-              "and 2·N·in·out for the input gradient (none for the first Linear); elementwise work not counted. "
+    parts += ["", "FLOPs per training step: one product per weight layer, 2·N·in·out for a Linear and "
+              "2·N·Ho·Wo·O·(C/G)·kH·kW for a Conv2d, counted three times (forward, weight gradient, input "
+              "gradient; no input gradient for the first weight layer); pooling, batch-norm and other "
+              "elementwise work not counted. "
               "GFLOP/s in parentheses: the fraction of the matmul ceiling measured with that row. `upd path`: the code "
               "that ran scratch's optimiser update (`openblas`: OpenBLAS's level-1 routines on its threads; `numpy`: "
               "NumPy ufuncs on one core; `flat`: once on the array of all parameters).", ""]

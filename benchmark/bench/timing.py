@@ -9,14 +9,18 @@ the way its users write it, and timed here phase by phase, with nothing but the 
 clocks (the spec's `l1` is part of the step on both sides; the lr schedule is not stepped: the
 bench times steps, not epochs).
 
-FLOPs of a training step (what the GFLOP/s figures divide): for each Linear (in -> out) on a batch
-of N, the forward product costs 2*N*in*out, the weight gradient 2*N*in*out and the input gradient
-2*N*in*out, except for the first Linear, whose input (the data) needs no gradient. Biases,
-activations, the loss and the optimiser are elementwise, O(N*out) or O(in*out) against the
-products' O(N*in*out), and are not counted. Inference counts the forward products only.
+FLOPs of a training step (what the GFLOP/s figures divide): each weight layer is one product. A Linear
+(in -> out) on a batch of N costs 2*N*in*out; a Conv2d (C -> O channels, kernel kH x kW, groups G,
+output Ho x Wo) costs 2*N*Ho*Wo*O*(C/G)*kH*kW, one multiply-add per weight per output position (as
+its im2col product (O, C/G*kH*kW) @ (C/G*kH*kW, N*Ho*Wo) per group; the padding's zeros count).
+Training counts three such products per layer (forward, weight gradient, input gradient), except
+for the first weight layer, whose input (the data) needs no gradient. Biases, activations, pooling,
+batch-norm, the loss and the optimiser are elementwise, O(N*out) against the products' O(N*in*out),
+and are not counted. Inference counts the forward products only.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -32,16 +36,27 @@ def linear_shapes(model_spec: ModelSpec) -> list[tuple[int, int]]:
             if layer.type == "linear"]
 
 
+def product_flops(model_spec: ModelSpec, batch_size: int) -> list[int]:
+    """The forward product's FLOPs of every weight layer (linear, conv2d), in order (the module docstring)."""
+    input_shapes = (model_spec.input_shape, *model_spec.shapes[:-1])
+    flops = []
+    for layer, shape, output in zip(model_spec.layers, input_shapes, model_spec.shapes):
+        if layer.type == "linear":
+            flops.append(2 * batch_size * shape[0] * layer.out_features)
+        elif layer.type == "conv2d":
+            kernel = math.prod(layer.kernel_size) if isinstance(layer.kernel_size, tuple) else layer.kernel_size ** 2
+            flops.append(2 * batch_size * math.prod(output) * shape[0] // layer.groups * kernel)
+    return flops
+
+
 def inference_flops(model_spec: ModelSpec, batch_size: int) -> int:
-    """2*N*in*out per Linear: the forward matrix products."""
-    return sum(2 * batch_size * fan_in * fan_out for fan_in, fan_out in linear_shapes(model_spec))
+    """The forward products: 2*N*in*out per Linear, 2*N*Ho*Wo*O*(C/G)*kH*kW per Conv2d."""
+    return sum(product_flops(model_spec, batch_size))
 
 
 def training_flops(model_spec: ModelSpec, batch_size: int) -> int:
-    """Forward, plus per Linear the weight gradient (2*N*in*out) and, but for the first, the input gradient."""
-    backward = sum(2 * batch_size * fan_in * fan_out * (1 if index == 0 else 2)
-                   for index, (fan_in, fan_out) in enumerate(linear_shapes(model_spec)))
-    return inference_flops(model_spec, batch_size) + backward
+    """Forward, plus per weight layer the weight gradient and, but for the first, the input gradient."""
+    return sum(flops * (2 if index == 0 else 3) for index, flops in enumerate(product_flops(model_spec, batch_size)))
 
 
 # ---------------------------------------------------------------------------------------------

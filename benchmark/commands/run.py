@@ -39,6 +39,8 @@ TARGET_ACCURACY = 0.98
 TARGET_DIFFERENCE_PP = 0.3
 TARGET_SECONDS = 60.0
 TARGET_DRIFT_FLOAT64 = 1e-8
+# A CNN (a spec with a conv2d), issue 16: LeNet-5 >= 99.0% (LeCun et al. 1998: 0.95% error), within 0.2 pp, 180 s
+CNN_TARGETS = {"accuracy": 0.99, "difference_pp": 0.2, "seconds": 180.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,15 +138,18 @@ def targets(record: RunRecord, spec: Spec, full_data: bool) -> list[dict]:
         return []
     accuracy = {side: float(np.mean(record.predictions[side] == record.test_labels)) for side in record.predictions}
     difference = 100 * abs(accuracy["scratch"] - accuracy["torch"])
+    cnn = any(layer.type == "conv2d" for layer in spec.model.layers)
+    least, most_pp, seconds = ((CNN_TARGETS["accuracy"], CNN_TARGETS["difference_pp"], CNN_TARGETS["seconds"]) if cnn
+                               else (TARGET_ACCURACY, TARGET_DIFFERENCE_PP, TARGET_SECONDS))
     rows = [
-        {"target": f"scratch test accuracy >= {TARGET_ACCURACY:.1%}", "measured": f"{accuracy['scratch']:.2%}",
-         "holds": accuracy["scratch"] >= TARGET_ACCURACY},
-        {"target": f"torch test accuracy >= {TARGET_ACCURACY:.1%}", "measured": f"{accuracy['torch']:.2%}",
-         "holds": accuracy["torch"] >= TARGET_ACCURACY},
-        {"target": f"|accuracy difference| <= {TARGET_DIFFERENCE_PP} pp", "measured": f"{difference:.2f} pp",
-         "holds": difference <= TARGET_DIFFERENCE_PP},
-        {"target": f"whole run <= {TARGET_SECONDS:.0f} s", "measured": f"{record.seconds_total:.1f} s",
-         "holds": record.seconds_total <= TARGET_SECONDS},
+        {"target": f"scratch test accuracy >= {least:.1%}", "measured": f"{accuracy['scratch']:.2%}",
+         "holds": accuracy["scratch"] >= least},
+        {"target": f"torch test accuracy >= {least:.1%}", "measured": f"{accuracy['torch']:.2%}",
+         "holds": accuracy["torch"] >= least},
+        {"target": f"|accuracy difference| <= {most_pp} pp", "measured": f"{difference:.2f} pp",
+         "holds": difference <= most_pp},
+        {"target": f"whole run <= {seconds:.0f} s", "measured": f"{record.seconds_total:.1f} s",
+         "holds": record.seconds_total <= seconds},
     ]
     if spec.model.dtype == "float64":
         final_drift = next((row["drift"] for row in reversed(record.drift) if row["parameter"] == "all"), math.nan)

@@ -18,7 +18,7 @@ import numpy as np
 from benchmark.parity.compare import FD_NOISE_MARGIN, FD_TOLERANCE, compare_all
 from benchmark.parity.report import ParityReport
 from benchmark.sides.scratch import scratch_pass
-from scratch_nn.gradcheck import layer_gradient_pairs, model_gradient_pairs
+from scratch_nn.gradcheck import layer_gradient_pairs, model_gradient_pairs, sample_indices
 from scratch_nn.losses import build_loss
 from scratch_nn.train import l1_penalty
 
@@ -72,8 +72,55 @@ def numerical_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float =
     referee = model_gradient_pairs(model, loss, seen.grads, FD_STEP, samples, np.random.default_rng(seed))
     pairs = [(f"fd/{name}.grad", kinds[name.rpartition(".")[0]], "grad", analytic, numeric)
              for name, (analytic, numeric) in referee.items()]
-    rows = compare_all(pairs, FD_TOLERANCE, "float64", "numerical", atol=fd_noise(abs(float(seen.loss))))
+    noise = fd_noise(abs(float(seen.loss)))
+    rows = compare_all(pairs, FD_TOLERANCE, "float64", "numerical", atol=noise)
+    explain_kinks_of_the_loss(rows, model, loss, samples, seed, noise)
     return ParityReport(rows, "float64")
+
+
+def explain_kinks_of_the_loss(rows: list, model, loss, samples: int, seed: int, noise: float) -> None:
+    """Explain finite-difference rows broken by a kink of the loss along the sampled coordinate.
+
+    A central difference across a kink is the mean of the two one-sided slopes, which no backward
+    computes. In a CNN it is common: a conv bias at 0 (every init but torch_default) makes the
+    pre-activation of each blank-background patch exactly 0, ReLU's kink, and a bias step of h moves
+    hundreds of them across it at once; max-pooling ties (equal background values in a window) are
+    kinks too. Such a row is explained when, at every sampled coordinate, the one-sided slopes
+    (f(w) - f(w - h)) / h and (f(w + h) - f(w)) / h differ (a kink) and the backward's value lies
+    between them to within the tolerance: it is a subgradient, as torch's (ReLU'(0) = 0, the first
+    maximum of a tie)."""
+    parameters = dict(model.named_parameters())
+    rng = np.random.default_rng(seed)
+    indices = {name: sample_indices(array.size, samples, rng) for name, array in parameters.items()}
+    for row in rows:
+        if row.ok:
+            continue
+        name = row.name.removeprefix("fd/").removesuffix(".grad")
+        left, right = one_sided_slopes(loss, parameters[name], indices[name], FD_STEP)
+        low, high = np.minimum(left, right), np.maximum(left, right)
+        slack = FD_TOLERANCE * np.maximum(np.abs(low), np.abs(high)) + 4 * noise  # one-sided: twice the noise
+        analytic = np.asarray(row.scratch, dtype=np.float64)
+        kinked = (high - low > 2 * slack) | np.isclose(analytic, row.reference, rtol=FD_TOLERANCE, atol=noise)
+        between = (analytic >= low - slack) & (analytic <= high + slack)
+        if np.all(kinked & between):
+            crossed = int(np.sum(high - low > 2 * slack))
+            row.explained = (f"loss kink: at {crossed} of {len(analytic)} coordinates the one-sided slopes differ "
+                             "(ReLU at 0, max-pool ties) and the backward lies between them")
+
+
+def one_sided_slopes(objective, array: np.ndarray, indices: np.ndarray, step: float) -> tuple[np.ndarray, ...]:
+    """(f(w) - f(w - h)) / h and (f(w + h) - f(w)) / h at the flat `indices` of `array` (restored after)."""
+    base = objective()
+    left, right = np.empty(len(indices)), np.empty(len(indices))
+    for position, flat_index in enumerate(indices):
+        index = np.unravel_index(flat_index, array.shape)
+        original = array[index]
+        array[index] = original + step
+        right[position] = (objective() - base) / step
+        array[index] = original - step
+        left[position] = (base - objective()) / step
+        array[index] = original
+    return left, right
 
 
 def fd_noise(magnitude: float) -> float:

@@ -210,8 +210,12 @@ def sections(record: RunRecord, frames: dict, data: dict, pngs: dict) -> list[tu
             figure(pngs, "units.png", "Dead (never positive) and saturated units per activation layer.",
                    "No unit statistics recorded.")]),
         ("First-layer weights", [figure(pngs, "first_layer.png", "What the first hidden units look for: each "
-                                        "unit's 784 input weights as a 28x28 image (red +, blue -).",
+                                        "unit's 784 input weights as a 28x28 image, or each filter of a first "
+                                        "conv layer as a small image (red +, blue -).",
                                         "No first-layer weights recorded.")]),
+        *([("Feature maps", [figure(pngs, "feature_maps.png", "The first test digit after each conv layer, both "
+                                    "sides: one small image per channel.", "No feature maps recorded.")])]
+          if "feature_maps.png" in pngs else []),
         ("Time and memory", [("table", timing) if len(timing) else ("note", "No timing recorded.")]),
         ("Environment", [("table", environment) if len(environment) else ("note", "No environment recorded.")]),
     ]

@@ -216,20 +216,42 @@ def mosaic(tiles: np.ndarray, columns: int) -> np.ndarray:
 
 def first_layer(weights: dict[str, np.ndarray], count: int = 32, columns: int = 8) -> Figure | None:
     """The first `count` units' input weights as 28x28 images, one grid per side (red +, blue -,
-    each unit scaled by its own largest |weight|, so the patterns compare and the scale does not)."""
-    weights = {side: w for side, w in weights.items() if w is not None and w.ndim == 2 and w.shape[1] == 784}
+    each unit scaled by its own largest |weight|, so the patterns compare and the scale does not).
+    A first conv layer's weight (out, in, kH, kW) shows each filter (one per input channel) as a kH x kW image."""
+    weights = {side: w for side, w in weights.items() if w is not None and (w.ndim == 2 and w.shape[1] == 784
+                                                                          or w.ndim == 4)}
     if not weights:
         return None
-    shown = min(count, *(w.shape[0] for w in weights.values()))
+    tiles = {side: w.reshape(-1, *w.shape[2:]) if w.ndim == 4 else w.reshape(-1, 28, 28) for side, w in weights.items()}
+    shown = min(count, *(len(tile) for tile in tiles.values()))
+    columns = min(columns, shown)
     rows = -(-shown // columns)
-    figure, axes = plt.subplots(1, len(weights), figsize=(5 * len(weights), 5 * rows / columns + 0.5), squeeze=False)
-    for axis, (side, matrix) in zip(axes[0], weights.items()):
-        scaled = matrix[:shown].astype(np.float64)
-        scaled /= np.maximum(np.abs(scaled).max(axis=1, keepdims=True), 1e-12)  # each unit in [-1, 1]
-        axis.imshow(mosaic(scaled.reshape(shown, 28, 28), columns), cmap="RdBu_r", vmin=-1, vmax=1,
-                    interpolation="nearest")
+    figure, axes = plt.subplots(1, len(tiles), figsize=(5 * len(tiles), 5 * rows / columns + 0.5), squeeze=False)
+    for axis, (side, stack) in zip(axes[0], tiles.items()):
+        scaled = stack[:shown].astype(np.float64)
+        scaled /= np.maximum(np.abs(scaled).max(axis=(1, 2), keepdims=True), 1e-12)  # each unit in [-1, 1]
+        axis.imshow(mosaic(scaled, columns), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
         axis.set_axis_off()
-        axis.set_title(f"{side}: units 0-{shown - 1}", fontsize=10)
+        axis.set_title(f"{side}: {'filters' if weights[side].ndim == 4 else 'units'} 0-{shown - 1}", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def feature_maps(maps: dict[str, dict[str, np.ndarray]], columns: int = 8) -> Figure | None:
+    """One test digit's feature maps after each conv layer, one row of mosaics per side and layer
+    (each channel scaled to its own range, grey: low, black: high)."""
+    panels = [(f"{side}: {layer}, {len(planes)} channels", planes) for side, layers in maps.items()
+              for layer, planes in layers.items()]
+    if not panels:
+        return None
+    figure, axes = plt.subplots(len(panels), 1, figsize=(8, 1.8 * len(panels)), squeeze=False)
+    for axis, (title, planes) in zip(axes[:, 0], panels):
+        planes = planes.astype(np.float64)
+        low, high = planes.min(axis=(1, 2), keepdims=True), planes.max(axis=(1, 2), keepdims=True)
+        axis.imshow(mosaic((planes - low) / np.maximum(high - low, 1e-12), min(columns, len(planes))), cmap="gray_r",
+                    vmin=0, vmax=1, interpolation="nearest")
+        axis.set_axis_off()
+        axis.set_title(title, fontsize=9)
     figure.tight_layout()
     return figure
 

@@ -52,7 +52,8 @@ class RunRecord:
     test_images: np.ndarray | None = None          # (10000, 28, 28) uint8, for the gallery
     predictions: dict[str, np.ndarray] = field(default_factory=dict)    # side -> (10000,) int64
     probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # side -> (10000, 10)
-    first_layer_weights: dict[str, np.ndarray] = field(default_factory=dict)  # side -> (units, 784)
+    first_layer_weights: dict[str, np.ndarray] = field(default_factory=dict)  # side -> (units, 784) or conv's
+    feature_maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # side -> conv layer -> (C, H, W)
     timing: dict[str, dict] = field(default_factory=dict)  # side -> train_seconds, eval_seconds, peak_memory_mb, ...
     environment: dict = field(default_factory=dict)        # python/numpy/torch versions, BLAS, threads
     parity_verdict: str = ""        # one line, e.g. "gradients agree at every check (94 checks): ..."

@@ -3,7 +3,8 @@
     write_report(record, out_dir) -> out_dir/<spec name>-<YYYYmmdd-HHMMSS>/   (or out_dir/<name>)
         report.html    self-contained page (plots as base64 PNG, inline CSS, no scripts)
         report.md      the same verdict and tables, linking the PNGs beside it
-        *.png          loss_steps, epochs, confusion, grad_norms, parity_drift, units, first_layer, gallery
+        *.png          loss_steps, epochs, confusion, grad_norms, parity_drift, units, first_layer, feature_maps,
+                       gallery
         summary.json   spec, environment, final metrics per side, verdicts
         steps.csv epochs.csv layers.csv units.csv parity.csv drift.csv   exactly record.COLUMNS, always
         classes.csv disagreements.csv                                     always (empty without predictions)
@@ -167,6 +168,7 @@ def figures(record: RunRecord, frames: dict[str, pd.DataFrame]) -> list[tuple[st
         ("parity_drift.png", lambda: plots.parity_drift(frames["parity"], frames["drift"])),
         ("units.png", lambda: plots.units(frames["units"])),
         ("first_layer.png", lambda: plots.first_layer(record.first_layer_weights)),
+        ("feature_maps.png", lambda: plots.feature_maps(record.feature_maps)),
         ("gallery.png", lambda: plots.gallery(record.test_images, gallery_groups(record, frames))),
     ]
 

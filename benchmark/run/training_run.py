@@ -233,6 +233,8 @@ def finish(record: RunRecord, sides, seconds: dict, test) -> RunRecord:
         eval_seconds = time.perf_counter() - begun
         first = record.spec.model.weight_layers()[0]  # the first weight layer of the spec's list
         record.first_layer_weights[side.name] = side.weights()[f"layers.{first}.weight"]
+        if test is not None and any(layer.type == "conv2d" for layer in record.spec.model.layers):
+            record.feature_maps[side.name] = side.feature_maps(test[0][:1])  # the first test digit
         steps = sum(row["side"] == side.name for row in record.steps)
         record.timing[side.name] = {"train_seconds": seconds[side.name],
                                     "train_ms_per_step": 1e3 * seconds[side.name] / steps if steps else None,

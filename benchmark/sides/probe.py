@@ -17,8 +17,11 @@ TANH_TAIL = 0.99     # a tanh output beyond +-0.99 is saturated (slope < 0.02)
 def unit_stats(kind: str, output: np.ndarray) -> dict:
     """Dead fraction (relu: units never positive over the batch) and saturated fraction (sigmoid,
     tanh: outputs in the flat tails) of one activation layer's (N, units) output, `kind` being the
-    layer's type in the spec's list; NaN where the statistic does not apply to that layer."""
-    dead = float(np.mean(np.all(output <= 0, axis=0))) if kind == "relu" else np.nan
+    layer's type in the spec's list; NaN where the statistic does not apply to that layer. In an
+    image layer's (N, C, H, W) output a unit is a channel: dead when never positive at any position
+    of any image (a conv filter shares its weights over the positions, so it lives or dies whole)."""
+    over = (0, 2, 3) if output.ndim == 4 else 0
+    dead = float(np.mean(np.all(output <= 0, axis=over))) if kind == "relu" else np.nan
     if kind == "sigmoid":
         saturated = float(np.mean((output < SIGMOID_TAIL) | (output > 1 - SIGMOID_TAIL)))
     elif kind == "tanh":

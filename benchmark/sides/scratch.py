@@ -195,6 +195,17 @@ class ScratchSide:
     def weights(self) -> dict[str, np.ndarray]:
         return {name: value.copy() for name, value in self.model.named_parameters()}
 
+    def feature_maps(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Each conv2d layer's output (C, H, W) for one example (1, *input_shape), in eval mode."""
+        self.model.eval()
+        maps, hidden = {}, image
+        for (name, layer), kind in zip(self.model.named_layers(), [spec.type for spec in self.model.spec.layers]):
+            hidden = layer.forward(hidden)
+            if kind == "conv2d":
+                maps[name] = np.array(hidden[0])
+        self.model.train()
+        return maps
+
     def state(self) -> dict[str, np.ndarray]:
         """Parameters, optimiser states ("layers.0.weight.exp_avg"), buffers and "lr", copied."""
         state = {}

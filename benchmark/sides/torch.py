@@ -185,6 +185,23 @@ class TorchSide:
     def weights(self) -> dict[str, np.ndarray]:
         return {name: param.detach().numpy().copy() for name, param in self.module.named_parameters()}
 
+    def feature_maps(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Each conv2d layer's output (C, H, W) for one example (1, *input_shape), in eval mode (forward hooks)."""
+        maps, handles = {}, []
+        for index, layer in enumerate(self.module.spec.layers):
+            if layer.type == "conv2d":
+                def keep(module, inputs, output, name=f"layers.{index}"):
+                    maps[name] = output[0].detach().numpy().copy()
+                handles.append(self.module.layers[index].register_forward_hook(keep))
+        self.module.eval()
+        try:
+            self.infer(self.torch.from_numpy(image))
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.module.train()
+        return maps
+
     def state(self) -> dict[str, np.ndarray]:
         """Parameters, optimiser states, buffers and "lr", named as `ScratchSide.state` names them."""
         import torch_ref

@@ -1,0 +1,129 @@
+"""The CNN layers wired through the spec: validation refuses bad shapes in one line, conv weights get
+torch's fan-in, and a whole CNN spec (4-D dropout and dropout2d masks included) gives the same
+logits and gradients on both sides, float64 and float32."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from scratch_nn.conv import Conv2d
+from scratch_nn.model import Sequential
+from scratch_nn.spec import SpecError, load_builtin_spec, spec_from_dict
+from torch_ref.model import TorchSequential, load_from_numpy, set_dropout_masks
+
+
+def cnn_spec(layers, input_shape=(1, 28, 28), **model):
+    """A validated spec of `layers` (TOML-like tables) on MNIST-sized input."""
+    return spec_from_dict({"model": {"input_shape": list(input_shape), "layers": layers, **model}}, where="test")
+
+
+CONV = {"type": "conv2d", "out_channels": 4, "kernel_size": 3}
+TAIL = [{"type": "flatten"}, {"type": "linear", "out_features": 10}]
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([{**CONV, "kernel_size": 31}, *TAIL],
+     r"^test: model: layers\.0 \(conv2d\): kernel_size \(31, 31\) .*reaches 31 pixels, more than the padded input"),
+    ([CONV, {"type": "max_pool2d", "kernel_size": 26, "stride": 1}, {"type": "max_pool2d", "kernel_size": 3},
+      *TAIL], r"^test: model: layers\.2 \(max_pool2d\): kernel_size \(3, 3\) .* gives an output of 0x0 for an input "
+     r"of 1x1; the output needs at least 1x1$"),
+    ([{**CONV, "groups": 3}, *TAIL], r"^test: model: layers\.0 \(conv2d\): groups=3 must divide in_channels=1"),
+    ([CONV, {"type": "linear", "out_features": 10}],
+     r"^test: model: layers\.1 \(linear\) needs an input of shape \(N, features\), got \(N, 4, 26, 26\); put "),
+    ([{**CONV, "kernel_size": [3, 0]}, *TAIL], r"kernel_size must be an integer >= 1 or a pair"),
+])
+def test_bad_cnn_shapes_are_refused_at_validation_in_one_line(layers, message):
+    with pytest.raises(SpecError, match=message) as error:
+        cnn_spec(layers)
+    assert "\n" not in str(error.value)
+
+
+def test_an_image_layer_on_vector_input_is_refused():
+    with pytest.raises(SpecError, match=r"layers\.0 \(conv2d\) needs an input of shape \(N, C, H, W\), got "
+                                        r"\(N, 784\); for MNIST images set input_shape = \[1, 28, 28\]"):
+        cnn_spec([CONV, *TAIL], input_shape=(784,))
+
+
+@pytest.mark.parametrize("scheme", ["kaiming_uniform", "xavier_uniform", "torch_default"])
+def test_conv_weights_use_torchs_fan_in_and_fan_out(scheme):
+    """fan_in = in/groups*kH*kW = 2*9, fan_out = out*kH*kW = 8*9 (torch's _calculate_fan_in_and_fan_out)."""
+    spec = cnn_spec([{"type": "conv2d", "out_channels": 2, "kernel_size": 3},
+                     {"type": "conv2d", "out_channels": 8, "kernel_size": 3, "groups": 2}, {"type": "relu"}, *TAIL],
+                    init=scheme)
+    weight = Sequential(spec.model, np.random.default_rng(0)).layers[1].params["weight"]
+    bound = {"kaiming_uniform": math.sqrt(2) * math.sqrt(3 / 9), "xavier_uniform": math.sqrt(6 / (9 + 72)),
+             "torch_default": 1 / math.sqrt(9)}[scheme]
+    assert weight.shape == (8, 1, 3, 3)
+    assert 0.9 * bound < np.abs(weight).max() <= bound
+
+
+def twins(spec, dtype):
+    spec_model = spec.model.__class__(**{**spec.model.__dict__, "dtype": dtype})
+    ours = Sequential(spec_model, np.random.default_rng(3))
+    theirs = TorchSequential(spec_model)
+    load_from_numpy(theirs, ours.state_dict())
+    return ours, theirs
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-11), ("float32", 2e-4)])
+def test_a_cnn_spec_gives_the_same_logits_and_gradients_on_both_sides(dtype, tolerance):
+    """conv - batch_norm2d - relu - dropout2d - max_pool - dropout (4-D) - conv - tanh - avg_pool - flatten -
+    linear, training mode, the scratch side's masks applied on the torch side."""
+    spec = cnn_spec([{"type": "conv2d", "out_channels": 4, "kernel_size": 5, "padding": 2}, {"type": "batch_norm2d"},
+                     {"type": "relu"}, {"type": "dropout2d", "p": 0.3}, {"type": "max_pool2d", "kernel_size": 2},
+                     {"type": "dropout", "p": 0.2}, {"type": "conv2d", "out_channels": 6, "kernel_size": 3},
+                     {"type": "tanh"}, {"type": "avg_pool2d", "kernel_size": 2, "stride": 2}, *TAIL])
+    ours, theirs = twins(spec, dtype)
+    rng = np.random.default_rng(1)
+    x = rng.random((5, 1, 28, 28)).astype(dtype)
+    logits = ours.forward(x)
+    masks = {name: layer.mask for name, layer in ours.named_layers() if hasattr(layer, "mask")}
+    assert masks["layers.3"].shape == (5, 4, 1, 1) and masks["layers.5"].shape == (5, 4, 14, 14)
+    grad_logits = rng.standard_normal(logits.shape).astype(dtype)
+    ours.backward(grad_logits)
+    set_dropout_masks(theirs, masks)
+    theirs_logits = theirs(torch.from_numpy(x))
+    theirs_logits.backward(torch.from_numpy(grad_logits))
+    np.testing.assert_allclose(logits, theirs_logits.detach().numpy(), rtol=tolerance, atol=tolerance)
+    torch_grads = {name: value.grad.numpy() for name, value in theirs.named_parameters()}
+    for name, grad in ours.named_gradients():
+        np.testing.assert_allclose(grad, torch_grads[name], rtol=tolerance, atol=tolerance, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "lenet5-relu", "cnn-bn"])
+def test_the_cnn_specs_are_built_in_and_take_mnist_images(name):
+    spec = load_builtin_spec(name)
+    assert spec.model.input_shape == (1, 28, 28) and spec.model.shapes[-1] == (10,)
+    model = Sequential(spec.model, np.random.default_rng(0))
+    assert model.forward(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
+
+
+class BiasGradientTimesThree(Conv2d):
+    """A Conv2d with a wrong backward: its bias gradient 3x too large."""
+
+    def _backward(self, grad_out, cache, input_grad):
+        grad_in = super()._backward(grad_out, cache, input_grad)
+        self.grads["bias"] *= 3
+        return grad_in
+
+
+def test_the_finite_difference_referee_explains_a_relu_kink_but_not_a_wrong_backward():
+    """Blank patches put a zero conv bias's pre-activations exactly on ReLU's kink: the central
+    difference is the mean of the one-sided slopes, the backward one of them (explained); a bias
+    gradient made 3x too large lies outside them (a break)."""
+    from benchmark.parity.referee import numerical_parity
+
+    spec = cnn_spec([{"type": "conv2d", "out_channels": 2, "kernel_size": 3}, {"type": "relu"}, *TAIL],
+                    dtype="float64")
+    model = Sequential(spec.model, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x = np.zeros((6, 1, 28, 28))
+    x[:, :, 10:16, 10:16] = rng.random((6, 1, 6, 6))  # the rest of each image is blank
+    y = rng.integers(0, 10, 6)
+    report = numerical_parity(model, x, y)
+    assert report.ok and report.rows[1].name == "fd/layers.0.bias.grad"
+    assert report.rows[1].explained.startswith("loss kink: at 2 of 2 coordinates the one-sided slopes differ")
+    model.layers[0].__class__ = BiasGradientTimesThree
+    broken = numerical_parity(model, x, y)
+    assert not broken.ok and broken.first_break.name == "fd/layers.0.bias.grad"
