@@ -93,6 +93,15 @@ class Conv2dSpec(ImageSpec):
                       self.dilation, self.groups)
 
 
+def check_pool_window(spec, where) -> None:
+    """The arguments both poolings share: kernel_size, stride (None: kernel_size), padding, ceil_mode."""
+    check_size(spec.kernel_size, "kernel_size", where, 1)
+    if spec.stride is not None:
+        check_size(spec.stride, "stride", where, 1)
+    check_size(spec.padding, "padding", where, 0)
+    check_bool(spec.ceil_mode, "ceil_mode", where)
+
+
 @dataclass(frozen=True)
 class MaxPool2dSpec(ImageSpec):
     """nn.MaxPool2d(kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False); stride None: kernel_size."""
@@ -107,12 +116,8 @@ class MaxPool2dSpec(ImageSpec):
     always_shown = ("kernel_size",)
 
     def check(self, where):
-        check_size(self.kernel_size, "kernel_size", where, 1)
-        if self.stride is not None:
-            check_size(self.stride, "stride", where, 1)
-        check_size(self.padding, "padding", where, 0)
+        check_pool_window(self, where)
         check_size(self.dilation, "dilation", where, 1)
-        check_bool(self.ceil_mode, "ceil_mode", where)
 
     def output_shape(self, shape):
         return fitted(pool2d_output_shape, shape, self.kernel_size, self.stride, self.padding, self.dilation,
@@ -133,11 +138,7 @@ class AvgPool2dSpec(ImageSpec):
     always_shown = ("kernel_size",)
 
     def check(self, where):
-        check_size(self.kernel_size, "kernel_size", where, 1)
-        if self.stride is not None:
-            check_size(self.stride, "stride", where, 1)
-        check_size(self.padding, "padding", where, 0)
-        check_bool(self.ceil_mode, "ceil_mode", where)
+        check_pool_window(self, where)
         check_bool(self.count_include_pad, "count_include_pad", where)
 
     def output_shape(self, shape):
