@@ -208,6 +208,26 @@ class MaxPool2d(Pool2d):
                 np.multiply(grad_out, hit, out=grad_window)
         return grad_padded if unpadded else self._interior(grad_padded, x_shape)
 
+    def window_values(self, x: np.ndarray) -> np.ndarray:
+        """(kH*kW, N, C, H_out, W_out): each window's elements in torch's scan order (padding -inf).
+        With `winners`, what a parity check needs to see two near-equal maxima picked differently."""
+        out_size = self._output_size(x)
+        padded = self._pad(x, out_size, -np.inf)
+        return np.stack([window for _, window in self._windows(padded, out_size)])
+
+    def winners(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, H_out, W_out): the offset in its window (row-major) of the element each output takes."""
+        out_size = self._output_size(x)
+        return self._nan_winners(self._pad(x, out_size, -np.inf), out_size)
+
+    def window_members(self, x_shape: tuple[int, ...], selected: np.ndarray) -> np.ndarray:
+        """A boolean array of x's shape: the elements of the windows where `selected` (N, C, H_out, W_out)."""
+        padded_shape = self._padded_shape(x_shape, selected.shape[2:])
+        members = np.zeros(padded_shape, dtype=bool)
+        for _, window in self._windows(members, selected.shape[2:]):
+            window |= selected
+        return self._interior(members, x_shape) if padded_shape != tuple(x_shape) else members
+
     def __repr__(self) -> str:
         return (f"MaxPool2d(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode})")

@@ -5,12 +5,23 @@ come out as -1e-8 on one float32 side and +2e-8 on the other; both are right to 
 unit passes its gradient on one side and blocks it on the other, and a whole row of a weight
 gradient (one example's share of it) differs by far more than rounding. That is a kink crossing,
 not a bug. When a comparison is out of its bound, the parity engine asks this module which units
-of which layers took another branch than the float64 reference while lying within rounding of
-the kink, recomputes the reference with those units moved to the scratch side's branch
+of which layers took another branch than the reference while lying within rounding of the kink,
+recomputes the reference with those units moved to the scratch side's branch
 (`torch_ref.forward_backward(..., nudges=...)`), and if scratch is then within its bound the row
 says so ("kink crossing: 2 units of layers.3 (ReLU) within 3.1e-08 of 0") and does not break.
 
-    found = crossings(kinds, scratch_inputs, exact_inputs, torch_inputs)   # layer -> Crossing
+Max-pooling ties are the same thing for a window: two elements equal up to rounding, and each
+side's gradient goes to the one it found larger (of exactly equal ones both take the first, as
+torch). A window whose two picks differ while their values, in the reference's input, lie within
+rounding of each other has crossed a tie; the reference is recomputed with that window's elements
+set to scratch's values, so that it picks as scratch did ("2 windows of layers.5 (MaxPool2d) with
+maxima tied within 1.1e-16").
+
+The reference is the float64 run in float32 (`exact`, with torch's float32 run setting the
+rounding) and torch itself in float64 (`torch=None`: the rounding is the two sides' own distance,
+which the rows of the layers before have already judged).
+
+    found = crossings(layers, scratch_inputs, exact_inputs, torch_inputs)   # layer -> Crossing
     nudges = {name: crossing.delta for name, crossing in found.items()}
     describe(found)
 """
@@ -45,27 +56,65 @@ def layer_inputs(kinds: dict[str, str], x: np.ndarray, outputs: dict[str, np.nda
     return dict(zip(kinds, [x, *(outputs[name] for name in list(kinds)[:-1])]))
 
 
-def crossings(kinds: dict[str, str], scratch: dict[str, np.ndarray], exact: dict[str, np.ndarray],
-              torch: dict[str, np.ndarray]) -> dict[str, Crossing]:
-    """The kink crossings of every non-smooth layer, from each side's layer inputs (`layer_inputs`)."""
+def crossings(layers: dict, scratch: dict[str, np.ndarray], exact: dict[str, np.ndarray],
+              torch: dict[str, np.ndarray] | None = None) -> dict[str, Crossing]:
+    """The kink crossings and pooling ties of every non-smooth layer (`layers`: name -> scratch
+    layer), from each side's layer inputs (`layer_inputs`). `torch=None`: float64, `exact` is torch."""
     found = {}
-    for name, kind in kinds.items():
-        if kind not in KINKS:
+    for name, layer in layers.items():
+        kind = type(layer).__name__
+        if kind not in KINKS and kind != "MaxPool2d":
             continue
-        kink = KINKS[kind]
         ours, reference = scratch[name].astype(np.float64), exact[name].astype(np.float64)
-        rounding = max(float(np.max(np.abs(torch[name].astype(np.float64) - reference), initial=0.0)),
-                       float(np.finfo(np.float32).eps) * float(np.max(np.abs(reference), initial=0.0)))
-        distance = np.abs(reference - kink)
-        crossed = ((ours > kink) != (reference > kink)) & (distance <= KINK_BAND * rounding)
-        if crossed.any():
-            found[name] = Crossing(name, kind, int(crossed.sum()), float(distance[crossed].max()),
-                                   np.where(crossed, ours - reference, 0.0))
+        largest = float(np.max(np.abs(reference[np.isfinite(reference)]), initial=0.0))
+        if torch is None:
+            rounding = max(float(np.max(np.abs(ours - reference), initial=0.0)),
+                           float(np.finfo(np.float64).eps) * largest)
+        else:
+            rounding = max(float(np.max(np.abs(torch[name].astype(np.float64) - reference), initial=0.0)),
+                           float(np.finfo(np.float32).eps) * largest)
+        crossing = (tie_crossing if kind == "MaxPool2d" else kink_crossing)(name, layer, ours, reference, rounding)
+        if crossing is not None:
+            found[name] = crossing
     return found
 
 
+def kink_crossing(name: str, layer, ours: np.ndarray, reference: np.ndarray, rounding: float) -> Crossing | None:
+    """The units on the other branch of the kink than the reference's, within rounding of it."""
+    kind = type(layer).__name__
+    kink = KINKS[kind]
+    distance = np.abs(reference - kink)
+    crossed = ((ours > kink) != (reference > kink)) & (distance <= KINK_BAND * rounding)
+    if not crossed.any():
+        return None
+    return Crossing(name, kind, int(crossed.sum()), float(distance[crossed].max()),
+                    np.where(crossed, ours - reference, 0.0))
+
+
+def tie_crossing(name: str, pool, ours: np.ndarray, reference: np.ndarray, rounding: float) -> Crossing | None:
+    """The windows whose picks differ while the two picked values (in the reference's input) are
+    within rounding of each other; the delta sets those windows to scratch's values."""
+    picked, picked_reference = pool.winners(ours), pool.winners(reference)
+    values = pool.window_values(reference)
+    gap = np.abs(np.take_along_axis(values, picked[None].astype(np.intp), 0)[0]
+                 - np.take_along_axis(values, picked_reference[None].astype(np.intp), 0)[0])
+    with np.errstate(invalid="ignore"):
+        crossed = (picked != picked_reference) & (gap <= KINK_BAND * rounding)
+    if not crossed.any():
+        return None
+    members = pool.window_members(reference.shape, crossed)
+    return Crossing(name, "MaxPool2d", int(crossed.sum()), float(gap[crossed].max()),
+                    np.where(members, ours - reference, 0.0))
+
+
 def describe(found: dict[str, Crossing]) -> str:
-    """`kink crossing: 2 units of layers.3 (ReLU) within 3.1e-08 of 0`"""
-    parts = [f"{crossing.units} unit{'s' * (crossing.units != 1)} of {crossing.layer} ({crossing.kind}) "
-             f"within {crossing.nearest:.1e} of {KINKS[crossing.kind]:g}" for crossing in found.values()]
+    """`kink crossing: 2 units of layers.3 (ReLU) within 3.1e-08 of 0, 1 window of layers.5 (MaxPool2d) ...`"""
+    parts = []
+    for crossing in found.values():
+        if crossing.kind == "MaxPool2d":
+            parts.append(f"{crossing.units} window{'s' * (crossing.units != 1)} of {crossing.layer} (MaxPool2d) "
+                         f"with maxima tied within {crossing.nearest:.1e}")
+        else:
+            parts.append(f"{crossing.units} unit{'s' * (crossing.units != 1)} of {crossing.layer} ({crossing.kind}) "
+                         f"within {crossing.nearest:.1e} of {KINKS[crossing.kind]:g}")
     return "kink crossing: " + ", ".join(parts)

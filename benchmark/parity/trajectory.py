@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmark.parity import kinks
 from benchmark.parity.compare import TOLERANCES, compare_all, compare_with_exact
-from benchmark.parity.engine import Passes, as_float64, explain_kinks, explain_locally, judge_pass, layer_kinds
+from benchmark.parity.engine import Passes, as_float64, explain_kinks, explain_locally, judge_pass
 from benchmark.parity.referee import loss_free_names
 from benchmark.parity.report import ParityReport
 from benchmark.sides.scratch import ScratchSide
@@ -117,7 +117,7 @@ def trajectory_parity(scratch_model, train_spec, batches: list[tuple[np.ndarray,
     `loss_free_names` are shown with tolerance inf ("n/a"). `tolerance`: float64 only (default 1e-10).
     """
     model = copy.deepcopy(scratch_model)
-    dtype, kinds = model.spec.dtype, layer_kinds(model)
+    dtype, layers = model.spec.dtype, dict(model.named_layers())
     side = ScratchSide.around(model, train_spec)
     synced, free = TorchStepper(model, train_spec, dtype), TorchStepper(model, train_spec, dtype)
     exact = TorchStepper(model, train_spec, "float64") if dtype == "float32" else None
@@ -132,15 +132,16 @@ def trajectory_parity(scratch_model, train_spec, batches: list[tuple[np.ndarray,
     for step, (x, y) in enumerate(batches, start=1):
         prefix, start = f"step {step}/", side.state()
         scratch = side.probe(x, y)
+        module64 = synced.loaded(start) if exact is None else None  # float64: torch's twin before the step
         seen, torch_after = synced.step(x, y, scratch.masks, step_schedulers, start)
-        exact_seen, exact_after, module64 = None, None, None
+        exact_seen, exact_after = None, None
         if exact is not None:
             exact_arguments = (x.astype(np.float64), y, as_float64(scratch.masks), step_schedulers,
                                as_float64(start))
             module64 = exact.loaded(exact_arguments[-1])  # the float64 twin before the step, for explanations
             exact_seen, exact_after = exact.step(*exact_arguments[:-1])
         passes = Passes(scratch, seen, exact_seen, module64, synced.loss_fn)
-        for row in judge_pass(passes, kinds, x, y, train_spec.l1, tolerance):
+        for row in judge_pass(passes, layers, x, y, train_spec.l1, tolerance):
             row.name = prefix + row.name
             report.rows.append(row)
         side.update()  # the gradients the pass left in the model: scratch.grads
@@ -148,10 +149,11 @@ def trajectory_parity(scratch_model, train_spec, batches: list[tuple[np.ndarray,
             side.end_epoch()
         after = updated(side.state())
         if exact is None:
-            rows = compare_all(state_pairs(prefix, kinds, after, updated(torch_after)), tolerance, dtype,
-                               kind_floor=1.0)
+            rows = judge_float64_step(prefix, layers, tolerance, (x, scratch, seen, after, updated(torch_after)),
+                                      lambda nudges: updated(synced.retry(x, y, scratch.masks, step_schedulers, start,
+                                                                          nudges=nudges)[1]))
         else:
-            rows = judge_float32_step(prefix, kinds, unjudged, (x, scratch, seen, after, updated(torch_after)),
+            rows = judge_float32_step(prefix, layers, unjudged, (x, scratch, seen, after, updated(torch_after)),
                                       (exact_seen, updated(exact_after)),
                                       lambda nudges: updated(exact.retry(*exact_arguments, nudges)[1]),
                                       lambda grads: updated(exact.update(as_float64(start), as_float64(grads),
@@ -170,7 +172,24 @@ def unjudge(rows: list, prefix: str, unjudged: set[str]) -> list:
     return rows
 
 
-def judge_float32_step(prefix: str, kinds: dict[str, str], unjudged: set[str], sides: tuple, exact: tuple,
+def judge_float64_step(prefix: str, layers: dict, tolerance: float, sides: tuple, nudged_step) -> list:
+    """The state after one float64 step against torch's from the same state; rows out of tolerance
+    are explained by the step pass's kink crossings and pooling ties (torch's step recomputed by
+    `nudged_step(nudges)` -> state after), as the pass's own rows are."""
+    x, scratch, seen, after, torch_after = sides
+    kinds = {name: type(layer).__name__ for name, layer in layers.items()}
+
+    def judge(torch_state):
+        return compare_all(state_pairs(prefix, kinds, after, torch_state), tolerance, "float64", kind_floor=1.0)
+
+    rows = judge(torch_after)
+    explain_kinks(rows, lambda: kinks.crossings(layers, kinks.layer_inputs(kinds, x, scratch.outputs),
+                                                kinks.layer_inputs(kinds, x, seen.outputs)),
+                  lambda nudges: judge(nudged_step(nudges)))
+    return rows
+
+
+def judge_float32_step(prefix: str, layers: dict, unjudged: set[str], sides: tuple, exact: tuple,
                        nudged_step, update_alone) -> list:
     """The state after one float32 step judged against the float64 twin's step from the same state,
     `exact` = (recorded, state after). Rows out of bound: kink crossings of that step's pass (the
@@ -179,6 +198,7 @@ def judge_float32_step(prefix: str, kinds: dict[str, str], unjudged: set[str], s
     pass rows have judged)."""
     x, scratch, seen, after, torch_after = sides
     exact_seen, exact_after = exact
+    kinds = {name: type(layer).__name__ for name, layer in layers.items()}
 
     def judge(scratch_reference, torch_reference=exact_after):
         return unjudge(compare_with_exact(state_pairs(prefix, kinds, after, torch_after),
@@ -189,7 +209,7 @@ def judge_float32_step(prefix: str, kinds: dict[str, str], unjudged: set[str], s
     rows = judge(exact_after)
 
     def find():
-        return kinks.crossings(kinds, kinks.layer_inputs(kinds, x, scratch.outputs),
+        return kinks.crossings(layers, kinks.layer_inputs(kinds, x, scratch.outputs),
                                kinks.layer_inputs(kinds, x.astype(np.float64), exact_seen.outputs),
                                kinks.layer_inputs(kinds, x, seen.outputs))
 
