@@ -138,11 +138,14 @@ class ReLU(Activation):
 
     def __init__(self) -> None:
         super().__init__()
-        self._zeros = np.zeros(0)  # zeros like the last input: see relu(); remade when the shape changes
+        self._zeros, self._zeros_for = np.zeros(0), None  # zeros like the last input: see relu()
 
     def _forward(self, x):
-        if self._zeros.shape != x.shape or self._zeros.dtype != x.dtype or self._zeros.strides != x.strides:
-            self._zeros = np.zeros_like(x)  # same memory layout as x: maximum runs its fast loop
+        # remade when the input's shape, dtype or memory layout changes (a strided view, such as a
+        # conv's output, gets compact zeros of its axis order: compared with x's own strides, they
+        # would be remade at every call)
+        if self._zeros_for != (x.shape, x.dtype, x.strides):
+            self._zeros, self._zeros_for = np.zeros_like(x), (x.shape, x.dtype, x.strides)
         return relu(x, self._zeros), x
 
     def _gradient(self, grad_out, x):

@@ -296,3 +296,25 @@ def test_conv_flops_are_counted_per_output_position_and_weight():
     products = [2 * 2 * 28 * 28 * 6 * 25, 2 * 2 * 10 * 10 * 16 * 3 * 25, 2 * 2 * 400 * 10]
     assert inference_flops(spec.model, 2) == sum(products)
     assert training_flops(spec.model, 2) == 2 * products[0] + 3 * products[1] + 3 * products[2]
+
+
+def test_the_targets_judge_every_mlp_row_at_1_and_a_cnn_at_1_5_at_batch_64_and_256():
+    """Each MLP of the run, in each dtype, is held to step ratio <= 1 at every batch size; a CNN
+    (a conv2d in its list) to <= 1.5 at batch 64 and 256 in float32, its other rows not judged."""
+    from types import SimpleNamespace
+
+    from benchmark.bench.report import BenchResults, targets
+    from scratch_nn.spec import load_builtin_spec
+
+    mlp, cnn = load_builtin_spec("mnist-mlp"), load_builtin_spec("lenet5-relu")
+    ratios = {("mnist-mlp", "float32"): {1: 0.5, 1024: 1.02}, ("mnist-mlp", "float64"): {1: 0.9, 1024: 0.99},
+              ("lenet5-relu", "float32"): {16: 3.0, 64: 1.4, 256: 1.6}, ("lenet5-relu", "float64"): {64: 9.0}}
+    rows = [{"spec": spec, "dtype": dtype, "batch_size": batch, "metric": "step_time", "ratio": value}
+            for (spec, dtype), by_batch in ratios.items() for batch, value in by_batch.items()]
+    plan = SimpleNamespace(specs=(mlp, cnn), dtypes=("float32", "float64"))
+    found = {row["target"]: (row["measured"], row["holds"]) for row in targets(BenchResults(plan, {}, [], rows))}
+    assert found == {
+        "mnist-mlp float32: step ratio <= 1 at every batch size": ("worst 1.02 at batch 1024", False),
+        "mnist-mlp float64: step ratio <= 1 at every batch size": ("worst 0.99 at batch 1024", True),
+        "lenet5-relu float32: step ratio <= 1.5 at batch 64 and 256": ("worst 1.60 at batch 256", False),
+    }
