@@ -129,6 +129,26 @@ def test_the_finite_difference_referee_explains_a_relu_kink_but_not_a_wrong_back
     assert not broken.ok and broken.first_break.name == "fd/layers.0.bias.grad"
 
 
+def test_a_kink_inside_the_central_step_but_outside_the_one_sided_one_is_explained():
+    """Bias -5e-7: the blank patches' kink lies 5e-7 to the right of w, inside the central
+    difference's step (1e-6) but not the one-sided slopes' (1e-7), which agree with the backward."""
+    from benchmark.parity.referee import numerical_parity
+
+    spec = cnn_spec([{"type": "conv2d", "out_channels": 2, "kernel_size": 3}, {"type": "relu"}, *TAIL],
+                    dtype="float64")
+    model = Sequential(spec.model, np.random.default_rng(0))
+    model.layers[0].params["bias"][:] = -5e-7
+    rng = np.random.default_rng(1)
+    x = np.zeros((6, 1, 28, 28))
+    x[:, :, 10:16, 10:16] = rng.random((6, 1, 6, 6))
+    y = rng.integers(0, 10, 6)
+    report = numerical_parity(model, x, y)
+    row = report.rows[1]
+    assert row.name == "fd/layers.0.bias.grad" and row.rel_error > 1e-3  # the central difference is off
+    assert report.ok and row.explained.startswith("loss kink: at 0 of 2 coordinates the one-sided slopes differ")
+    assert row.explained.endswith("; at the other 2 it matches them (no kink within 1e-07)")
+
+
 class SecondOfATieRoundsUp(Conv2d):
     """Planted: output [0, 0, 0, 1] made larger by a relative `amount`, as a rounding difference
     might (the first two elements of the first pooling window are exactly equal on both sides)."""
