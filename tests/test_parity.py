@@ -242,13 +242,13 @@ def test_a_small_real_error_breaks_in_float32(seed):
 
 
 class RoundsToTheOtherSide(Linear):
-    """Planted: output [0, 0] set to `value` when it lies within 1e-6 of 0."""
+    """Planted: output [0, 0] set to `value` when it lies within 1e-6 of `near` (a kink)."""
 
-    value = 1e-8
+    value, near = 1e-8, 0.0
 
     def forward(self, x):
         out = super().forward(x)
-        if abs(out[0, 0]) < 1e-6:
+        if abs(out[0, 0] - self.near) < 1e-6:
             out[0, 0] = self.value
         return out
 
@@ -271,6 +271,22 @@ def test_a_kink_crossing_is_named_not_broken(seed):
     assert "layers.0.bias.grad" in explained
     assert explained["layers.0.bias.grad"].startswith("kink crossing: 1 unit of layers.1 (ReLU) within 1.0e-08 of 0")
     assert "kink crossing" in report.table() and "explained by kink crossings" in report.verdict()
+
+
+def test_a_crossing_at_hardtanhs_max_val_is_named_not_broken(seed):
+    """Hardtanh's kinks are its settings: unit 0 computes 2 float32 ulps below max_val = 1 on every
+    side, the planted Linear returns 1 ulp above it, so scratch's Hardtanh blocks a gradient torch passes."""
+    model = make_model("hardtanh", "float32", seed=seed)
+    below, above = np.float32(1) - np.float32(2 ** -23), np.float32(1) + np.float32(2 ** -23)
+    model.layers[0].__class__ = type("Planted", (RoundsToTheOtherSide,), {"value": above, "near": 1.0})
+    model.layers[0].params["bias"][0] = below
+    (x, y), = make_batches([8], "float32", seed)
+    x[0] = 0.0
+    report = gradient_parity(model, x, y)
+    assert report.ok, report.verdict()
+    explained = {row.name: row.explained for row in report.explained}
+    assert explained["layers.0.bias.grad"].startswith("kink crossing: 1 unit of layers.1 (Hardtanh) within 1.2e-07 "
+                                                      "of -1 or 1")
 
 
 def test_a_difference_beyond_rounding_at_a_kink_still_breaks(seed):

@@ -8,8 +8,9 @@ SGD (lr 0.01, momentum 0.9) and cross-entropy on the same real MNIST batches, an
 forward + loss + backward (no input gradient for the first conv, as torch skips it too) + update.
 Printed per batch size: median step time of each side over the repeats and their ratio, then the
 scratch side's per-op profile (medians of each layer's forward and backward, the loss, the update).
-Until issue 15 wires the layers into specs, this script is where their speed is measured; later
-`svt bench --spec lenet5-relu` replaces it.
+`svt bench --spec lenet5-relu` is where the project measures the CNN's speed (step, forward,
+backward, update, inference, epoch, memory); this script adds what the bench does not print, the
+per-op profile of the scratch side, to find which layer to work on.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.commands.specargs import add_model_arguments, batch_size_flag, spec_from_args
+from benchmark.commands.specargs import add_model_arguments, add_slice_arguments, batch_size_flag, spec_from_args
 from benchmark.core.errors import Interrupted, UserError, check_output_folder, check_size
 from benchmark.report.record import RunRecord
 from scratch_nn.spec import Spec
@@ -54,13 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="name of the report folder (default: <spec>-<timestamp>); an existing one is "
                             "replaced only when the new report is complete")
     add_data_dir_argument(group)
-    group.add_argument("--check-every", type=int, default=50, metavar="K",
-                       help="look inside every K steps: gradient parity, drift, gradient norms (default: 50)")
-    group.add_argument("--train-limit", type=int, default=None, metavar="N",
-                       help="train on the first N training images only (a quick look; default: all 60,000)")
-    group.add_argument("--test-limit", type=int, default=None, metavar="N",
-                       help="evaluate on the first N test images only (default: all 10,000)")
-    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_slice_arguments(group, "no progress bars")
 
 
 def check_input(args: argparse.Namespace, spec: Spec) -> None:

@@ -54,3 +54,15 @@ def spec_from_args(args: argparse.Namespace) -> Spec:
     model = {"dtype": args.dtype, "init": args.init}
     train = {key: getattr(args, key, None) for key in ("optimizer", "lr", "batch_size", "epochs", "seed")}
     return with_overrides(spec, layers=args.layers, model=model, train=train)
+
+
+def add_slice_arguments(group, quiet_help: str) -> None:
+    """The options `svt run` and `svt study` share: how often to look inside, how much of MNIST, bars."""
+    group.add_argument("--check-every", type=int, default=50, metavar="K",
+                       help="look inside every K steps (of each seed, in a study): gradient parity, drift, "
+                            "gradient norms (default: 50)")
+    group.add_argument("--train-limit", type=int, default=None, metavar="N",
+                       help="train on the first N training images only (a quick look; default: all 60,000)")
+    group.add_argument("--test-limit", type=int, default=None, metavar="N",
+                       help="evaluate on the first N test images only (default: all 10,000)")
+    group.add_argument("--quiet", action="store_true", help=quiet_help)

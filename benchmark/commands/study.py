@@ -27,7 +27,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from benchmark.commands.specargs import add_model_arguments, spec_from_args
+from benchmark.commands.specargs import add_model_arguments, add_slice_arguments, spec_from_args
 from benchmark.core.errors import UserError
 
 MAX_SEEDS = 10_000
@@ -59,13 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--resume", action="store_true",
                        help="reuse the seeds already finished in the study folder --name (or its unfinished one)")
     add_data_dir_argument(group)
-    group.add_argument("--check-every", type=int, default=50, metavar="K",
-                       help="gradient-parity check every K steps of each seed (default: 50)")
-    group.add_argument("--train-limit", type=int, default=None, metavar="N",
-                       help="train on the first N training images only (default: all 60,000)")
-    group.add_argument("--test-limit", type=int, default=None, metavar="N",
-                       help="evaluate on the first N test images only (default: all 10,000)")
-    group.add_argument("--quiet", action="store_true", help="no progress bar or per-seed lines")
+    add_slice_arguments(group, "no progress bar or per-seed lines")
 
 
 def parse_seeds(text: str, first: int) -> list[int]:

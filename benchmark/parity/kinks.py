@@ -31,9 +31,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# layer kind -> the input value where its derivative jumps; both sides branch on `input > kink`
-# (torch: threshold_backward(grad, result, 0) for relu, `self > 0` for leaky_relu and elu's backward).
-KINKS = {"ReLU": 0.0, "LeakyReLU": 0.0, "ELU": 0.0}
+# layer kind -> the input values where its derivative jumps; both sides branch on `input > kink`
+# (torch: threshold_backward(grad, result, 0) for relu, `self > 0` for leaky_relu and elu's backward,
+# `min_val < self < max_val` for hardtanh_backward: hardtanh's kinks are its layer's two settings).
+KINKS = {"ReLU": (0.0,), "LeakyReLU": (0.0,), "ELU": (0.0,), "Hardtanh": None}
+
+
+def kink_points(layer) -> tuple[float, ...]:
+    points = KINKS[type(layer).__name__]
+    return (float(layer.min_val), float(layer.max_val)) if points is None else points
 # A unit lies within rounding of its kink when its exact input is within KINK_BAND times the
 # rounding seen in that input tensor: torch's largest float32 error from float64 there, or one
 # float32 ulp of the tensor's largest value, whichever is larger.
@@ -49,6 +55,7 @@ class Crossing:
     units: int  # how many (example, unit) entries crossed
     nearest: float  # the largest distance from the kink among them, in the exact input
     delta: np.ndarray  # float64, the input's shape: scratch's input minus the exact one at those units, else 0
+    points: tuple[float, ...] = ()  # the kinks (ReLU: 0; Hardtanh: min_val, max_val); () for a pooling tie
 
 
 def layer_inputs(kinds: dict[str, str], x: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -80,15 +87,18 @@ def crossings(layers: dict, scratch: dict[str, np.ndarray], exact: dict[str, np.
 
 
 def kink_crossing(name: str, layer, ours: np.ndarray, reference: np.ndarray, rounding: float) -> Crossing | None:
-    """The units on the other branch of the kink than the reference's, within rounding of it."""
-    kind = type(layer).__name__
-    kink = KINKS[kind]
-    distance = np.abs(reference - kink)
-    crossed = ((ours > kink) != (reference > kink)) & (distance <= KINK_BAND * rounding)
+    """The units on the other branch of a kink than the reference's, within rounding of it."""
+    crossed, distance = np.zeros(reference.shape, dtype=bool), np.full(reference.shape, np.inf)
+    points = kink_points(layer)
+    for kink in points:
+        near = np.abs(reference - kink)
+        here = ((ours > kink) != (reference > kink)) & (near <= KINK_BAND * rounding)
+        crossed |= here
+        distance = np.where(here, np.minimum(distance, near), distance)
     if not crossed.any():
         return None
-    return Crossing(name, kind, int(crossed.sum()), float(distance[crossed].max()),
-                    np.where(crossed, ours - reference, 0.0))
+    return Crossing(name, type(layer).__name__, int(crossed.sum()), float(distance[crossed].max()),
+                    np.where(crossed, ours - reference, 0.0), points)
 
 
 def tie_crossing(name: str, pool, ours: np.ndarray, reference: np.ndarray, rounding: float) -> Crossing | None:
@@ -115,6 +125,7 @@ def describe(found: dict[str, Crossing]) -> str:
             parts.append(f"{crossing.units} window{'s' * (crossing.units != 1)} of {crossing.layer} (MaxPool2d) "
                          f"with maxima tied within {crossing.nearest:.1e}")
         else:
+            points = " or ".join(f"{point:g}" for point in crossing.points)
             parts.append(f"{crossing.units} unit{'s' * (crossing.units != 1)} of {crossing.layer} ({crossing.kind}) "
-                         f"within {crossing.nearest:.1e} of {KINKS[crossing.kind]:g}")
+                         f"within {crossing.nearest:.1e} of {points}")
     return "kink crossing: " + ", ".join(parts)
