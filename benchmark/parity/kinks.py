@@ -36,13 +36,10 @@ import numpy as np
 # `min_val < self < max_val` for hardtanh_backward: hardtanh's kinks are its layer's two settings).
 KINKS = {"ReLU": (0.0,), "LeakyReLU": (0.0,), "ELU": (0.0,), "Hardtanh": None}
 
-
-def kink_points(layer) -> tuple[float, ...]:
-    points = KINKS[type(layer).__name__]
-    return (float(layer.min_val), float(layer.max_val)) if points is None else points
 # A unit lies within rounding of its kink when its exact input is within KINK_BAND times the
 # rounding seen in that input tensor: torch's largest float32 error from float64 there, or one
-# float32 ulp of the tensor's largest value, whichever is larger.
+# float32 ulp of the tensor's largest value, whichever is larger (float64: the largest distance
+# between the two sides' inputs, or one float64 ulp). A pooling tie: the two picks' values, likewise.
 KINK_BAND = 10
 
 
@@ -56,6 +53,12 @@ class Crossing:
     nearest: float  # the largest distance from the kink among them, in the exact input
     delta: np.ndarray  # float64, the input's shape: scratch's input minus the exact one at those units, else 0
     points: tuple[float, ...] = ()  # the kinks (ReLU: 0; Hardtanh: min_val, max_val); () for a pooling tie
+
+
+def kink_points(layer) -> tuple[float, ...]:
+    """Where the layer's derivative jumps: KINKS, or for Hardtanh its min_val and max_val."""
+    points = KINKS[type(layer).__name__]
+    return (float(layer.min_val), float(layer.max_val)) if points is None else points
 
 
 def layer_inputs(kinds: dict[str, str], x: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
