@@ -152,3 +152,14 @@ def test_a_cnn_run_shows_its_filters_and_feature_maps(tmp_path, mnist):
     assert summary["spec"]["model"]["input_shape"] == [1, 28, 28]
     assert summary["targets"][0]["target"].startswith("scratch test accuracy >= 99.0%")  # a CNN's targets
     assert summary["targets"][3]["target"].startswith("whole run <= 180 s")
+
+
+def test_a_float64_cnn_run_is_held_to_identical_predictions_not_to_the_float32_time(tmp_path, mnist):
+    import json
+
+    result = svt_run("--spec", "lenet5-relu", "--dtype", "float64", "--train-limit", "128", "--test-limit", "64",
+                     "--epochs", "1", "--check-every", "1000", "--quiet", "--out", str(tmp_path), "--name", "cnn64")
+    assert result.returncode == 0, result.stderr
+    targets = [row["target"] for row in json.loads((tmp_path / "cnn64" / "summary.json").read_text())["targets"]]
+    assert any(target.startswith("float64: identical test predictions") for target in targets)
+    assert not any(target.startswith("whole run") for target in targets), targets

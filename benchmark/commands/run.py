@@ -142,9 +142,10 @@ def targets(record: RunRecord, spec: Spec, full_data: bool) -> list[dict]:
          "holds": accuracy["torch"] >= least},
         {"target": f"|accuracy difference| <= {most_pp} pp", "measured": f"{difference:.2f} pp",
          "holds": difference <= most_pp},
-        {"target": f"whole run <= {seconds:.0f} s", "measured": f"{record.seconds_total:.1f} s",
-         "holds": record.seconds_total <= seconds},
     ]
+    if not (cnn and spec.model.dtype == "float64"):  # a CNN's time target is its float32 run's
+        rows.append({"target": f"whole run <= {seconds:.0f} s", "measured": f"{record.seconds_total:.1f} s",
+                     "holds": record.seconds_total <= seconds})
     if spec.model.dtype == "float64":
         final_drift = next((row["drift"] for row in reversed(record.drift) if row["parameter"] == "all"), math.nan)
         same = int(np.sum(record.predictions["scratch"] != record.predictions["torch"]))
