@@ -234,6 +234,16 @@ def test_default_spec_passes_and_writes_json(tmp_path, mnist):
     assert set(document["checks"][0]) == {"name", "passed", "measured", "expected", "message", "values", "note"}
 
 
+@pytest.mark.parametrize("name", ["lenet5", "lenet5-relu", "cnn-bn"])
+def test_every_builtin_cnn_spec_passes_all_seven_checks(name, mnist):
+    """The CNNs a user meets first: a sensible first loss (their output layers start at torch's
+    default scale), finite differences explained where they straddle a kink, parity with torch in
+    float32 (cnn-bn's BatchNorm2d over 50k pixels per channel once broke it), and they learn."""
+    result = svt_sanity("--spec", name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verdict: PASS - all 7 checks pass" in result.stdout
+
+
 def test_huge_learning_rate_fails_cleanly(mnist):
     result = svt_sanity("--lr", "10000")
     assert result.returncode == 1
