@@ -25,6 +25,7 @@ functions that use it, so that `svt --help` does not load it (benchmark/commands
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,8 +65,9 @@ def pass_pairs(first, second, kinds: dict[str, str], allowances: dict[str, float
     return pairs
 
 
-def layer_kinds(model) -> dict[str, str]:
-    return {name: type(layer).__name__ for name, layer in model.named_layers()}
+def layer_kinds(layers: dict) -> dict[str, str]:
+    """name -> the layer's class name ("Linear", "ReLU", ...), the kind a row shows."""
+    return {name: type(layer).__name__ for name, layer in layers.items()}
 
 
 def as_float64(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -90,12 +92,16 @@ def gradient_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float = 
     loss_fn = build_loss(model.spec)
     module = twin(model)
     float32 = model.spec.dtype == "float32"
-    module64 = twin(model, "float64") if float32 else copy.deepcopy(module)  # before the scratch pass
-    scratch = scratch_pass(model, x, y, l1, masks or {})                     # moves the buffers
+    module64 = twin(model, "float64") if float32 else None  # before the scratch pass moves the buffers
+    scratch = scratch_pass(model, x, y, l1, masks or {})
     reference = forward_backward(module, loss_fn, x, y, l1, scratch.masks)
     exact = None if not float32 else forward_backward(copy.deepcopy(module64), loss_fn, x.astype(np.float64),
                                                       y, l1, as_float64(scratch.masks))
-    rows = judge_pass(Passes(scratch, reference, exact, module64, loss_fn), dict(model.named_layers()), x, y, l1,
+
+    def before():  # float64: torch's own twin, made from the caller's model (not changed) only when needed
+        return copy.deepcopy(module64) if float32 else twin(scratch_model)
+
+    rows = judge_pass(Passes(scratch, reference, exact, before, loss_fn), dict(model.named_layers()), x, y, l1,
                       tolerance)
     report = ParityReport(rows, model.spec.dtype)
     if numerical:
@@ -106,14 +112,14 @@ def gradient_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float = 
 @dataclass
 class Passes:
     """One batch as each side computed it: scratch's pass, torch's, and (float32) torch's in float64
-    from the same float32 weights, inputs and masks, with the float64 twin as it was before that
-    pass (`module64`: recomputed with nudges, or layer by layer, when a row needs explaining; in
-    float64 torch's own twin)."""
+    from the same float32 weights, inputs and masks; `before()` makes a fresh copy of the float64
+    twin as it was before that pass (in float64 torch's own twin), to recompute it with nudges or
+    layer by layer when a row needs explaining: called only then."""
 
     scratch: object  # benchmark.sides.scratch.Pass
     torch: object  # torch_ref.Recorded
     exact: object | None  # torch_ref.Recorded in float64, None in float64
-    module64: object
+    before: Callable[[], object]
     loss_fn: object
 
 
@@ -125,14 +131,14 @@ def judge_pass(passes: Passes, layers: dict, x: np.ndarray, y: np.ndarray, l1: f
     from torch_ref import each_layer_alone, forward_backward
 
     scratch, reference, dtype = passes.scratch, passes.torch, str(x.dtype)
-    kinds = {name: type(layer).__name__ for name, layer in layers.items()}
+    kinds = layer_kinds(layers)
     allowances = sum_allowances(scratch, kinds, x, dtype)
     if passes.exact is None:
         tolerance = TOLERANCES[dtype] if tolerance is None else tolerance
         rows = compare_all(pass_pairs(scratch, reference, kinds, allowances), tolerance, dtype)
 
         def rejudge(nudges):
-            again = forward_backward(copy.deepcopy(passes.module64), passes.loss_fn, x, y, l1, scratch.masks, nudges)
+            again = forward_backward(passes.before(), passes.loss_fn, x, y, l1, scratch.masks, nudges)
             return compare_all(pass_pairs(scratch, again, kinds, allowances), tolerance, dtype)
 
         explain_kinks(rows, lambda: kinks.crossings(layers, kinks.layer_inputs(kinds, x, scratch.outputs),
@@ -148,11 +154,11 @@ def judge_pass(passes: Passes, layers: dict, x: np.ndarray, y: np.ndarray, l1: f
     def alone(side):  # each of this side's operations from its own inputs, in float64
         last = list(kinds)[-1]
         grad_outs = {**dict(zip(kinds, [side.grad_inputs[name] for name in list(kinds)[1:]])), last: side.grad_logits}
-        return each_layer_alone(passes.module64, passes.loss_fn, as_float64(kinks.layer_inputs(kinds, x, side.outputs)),
+        return each_layer_alone(passes.before(), passes.loss_fn, as_float64(kinks.layer_inputs(kinds, x, side.outputs)),
                                 as_float64(grad_outs), side.outputs[last].astype(np.float64), y, l1, masks64)
 
     def nudged(nudges):
-        return forward_backward(copy.deepcopy(passes.module64), passes.loss_fn, x64, y, l1, masks64, nudges)
+        return forward_backward(passes.before(), passes.loss_fn, x64, y, l1, masks64, nudges)
 
     rows = judge(passes.exact)
     inputs = [kinks.layer_inputs(kinds, x_side, side.outputs)

@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmark.parity import kinks
 from benchmark.parity.compare import TOLERANCES, compare_all, compare_with_exact
-from benchmark.parity.engine import Passes, as_float64, explain_kinks, explain_locally, judge_pass
+from benchmark.parity.engine import Passes, as_float64, explain_kinks, explain_locally, judge_pass, layer_kinds
 from benchmark.parity.referee import loss_free_names
 from benchmark.parity.report import ParityReport
 from benchmark.sides.scratch import ScratchSide
@@ -132,15 +132,20 @@ def trajectory_parity(scratch_model, train_spec, batches: list[tuple[np.ndarray,
     for step, (x, y) in enumerate(batches, start=1):
         prefix, start = f"step {step}/", side.state()
         scratch = side.probe(x, y)
-        module64 = synced.loaded(start) if exact is None else None  # float64: torch's twin before the step
         seen, torch_after = synced.step(x, y, scratch.masks, step_schedulers, start)
         exact_seen, exact_after = None, None
-        if exact is not None:
+        if exact is None:  # torch's twin as before the step, when a row needs explaining (the next step
+            def before(start=start):  # loads its own start again)
+                return synced.loaded(start)
+        else:
             exact_arguments = (x.astype(np.float64), y, as_float64(scratch.masks), step_schedulers,
                                as_float64(start))
             module64 = exact.loaded(exact_arguments[-1])  # the float64 twin before the step, for explanations
             exact_seen, exact_after = exact.step(*exact_arguments[:-1])
-        passes = Passes(scratch, seen, exact_seen, module64, synced.loss_fn)
+
+            def before(module64=module64):
+                return copy.deepcopy(module64)
+        passes = Passes(scratch, seen, exact_seen, before, synced.loss_fn)
         for row in judge_pass(passes, layers, x, y, train_spec.l1, tolerance):
             row.name = prefix + row.name
             report.rows.append(row)
@@ -177,7 +182,7 @@ def judge_float64_step(prefix: str, layers: dict, tolerance: float, sides: tuple
     are explained by the step pass's kink crossings and pooling ties (torch's step recomputed by
     `nudged_step(nudges)` -> state after), as the pass's own rows are."""
     x, scratch, seen, after, torch_after = sides
-    kinds = {name: type(layer).__name__ for name, layer in layers.items()}
+    kinds = layer_kinds(layers)
 
     def judge(torch_state):
         return compare_all(state_pairs(prefix, kinds, after, torch_state), tolerance, "float64", kind_floor=1.0)
@@ -198,7 +203,7 @@ def judge_float32_step(prefix: str, layers: dict, unjudged: set[str], sides: tup
     pass rows have judged)."""
     x, scratch, seen, after, torch_after = sides
     exact_seen, exact_after = exact
-    kinds = {name: type(layer).__name__ for name, layer in layers.items()}
+    kinds = layer_kinds(layers)
 
     def judge(scratch_reference, torch_reference=exact_after):
         return unjudge(compare_with_exact(state_pairs(prefix, kinds, after, torch_after),
