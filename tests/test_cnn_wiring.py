@@ -99,12 +99,14 @@ def test_the_cnn_specs_are_built_in_and_take_mnist_images(name):
     assert model.forward(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
 
 
-class BiasGradientTimesThree(Conv2d):
-    """A Conv2d with a wrong backward: its bias gradient 3x too large."""
+class BiasGradientScaled(Conv2d):
+    """A Conv2d with a wrong backward: its bias gradient `factor` times too large."""
+
+    factor = 3.0
 
     def _backward(self, grad_out, cache, input_grad):
         grad_in = super()._backward(grad_out, cache, input_grad)
-        self.grads["bias"] *= 3
+        self.grads["bias"] *= self.factor
         return grad_in
 
 
@@ -124,7 +126,7 @@ def test_the_finite_difference_referee_explains_a_relu_kink_but_not_a_wrong_back
     report = numerical_parity(model, x, y)
     assert report.ok and report.rows[1].name == "fd/layers.0.bias.grad"
     assert report.rows[1].explained.startswith("loss kink: at 2 of 2 coordinates the one-sided slopes differ")
-    model.layers[0].__class__ = BiasGradientTimesThree
+    model.layers[0].__class__ = BiasGradientScaled
     broken = numerical_parity(model, x, y)
     assert not broken.ok and broken.first_break.name == "fd/layers.0.bias.grad"
 
@@ -146,7 +148,26 @@ def test_a_kink_inside_the_central_step_but_outside_the_one_sided_one_is_explain
     row = report.rows[1]
     assert row.name == "fd/layers.0.bias.grad" and row.rel_error > 1e-3  # the central difference is off
     assert report.ok and row.explained.startswith("loss kink: at 0 of 2 coordinates the one-sided slopes differ")
-    assert row.explained.endswith("; at the other 2 it matches them (no kink within 1e-07)")
+    assert row.explained.endswith("; at 2 a kink lies within the central step 1e-06 but not within 1e-07, and the "
+                                  "backward matches the smaller step")
+
+
+@pytest.mark.parametrize("error", [5e-5, 2e-4])
+def test_a_small_wrong_bias_gradient_in_a_model_without_kinks_still_breaks(error):
+    """conv -> tanh -> linear has no kink, and small output weights make the conv gradients small
+    (near the referee's noise floor): a bias gradient off by `error` must break, not pass as a kink
+    (the one-sided slopes agree with the central difference, so nothing straddles a kink)."""
+    from benchmark.parity.referee import numerical_parity
+
+    spec = cnn_spec([{"type": "conv2d", "out_channels": 2, "kernel_size": 3}, {"type": "tanh"}, *TAIL],
+                    dtype="float64")
+    model = Sequential(spec.model, np.random.default_rng(0))
+    model.layers[3].params["weight"] *= 1e-3
+    model.layers[0].__class__ = type("Off", (BiasGradientScaled,), {"factor": 1 + error})
+    rng = np.random.default_rng(1)
+    report = numerical_parity(model, rng.random((6, 1, 28, 28)), rng.integers(0, 10, 6))
+    assert not report.ok and report.first_break.name == "fd/layers.0.bias.grad"
+    assert not report.first_break.explained
 
 
 class SecondOfATieRoundsUp(Conv2d):

@@ -90,13 +90,17 @@ def explain_kinks_of_the_loss(rows: list, model, loss, samples: int, seed: int, 
     computes. In a CNN it is common: a conv bias at 0 (every init but torch_default) makes the
     pre-activation of each blank-background patch exactly 0, ReLU's kink, and a bias step of h moves
     hundreds of them across it at once; max-pooling ties (equal background values in a window) are
-    kinks too. Such a row is explained when, at every sampled coordinate, the backward's value lies
-    between the one-sided slopes (f(w) - f(w - h')) / h' and (f(w + h') - f(w)) / h' of a 10x smaller
-    step h' (`ONE_SIDED_STEP`), to within the tolerance. Where they differ, a kink lies within h' and
-    the backward is a subgradient, as torch's (ReLU'(0) = 0, the first maximum of a tie); where they
-    agree, the central difference crossed a kink between h' and h, and the backward matches the
-    finite difference of the smaller step. A wrong derivative lies outside both: at the coordinates
-    without a kink within h' it is off by its error (the 3x bias gradient in tests/test_cnn_wiring.py)."""
+    kinks too. Such a row is explained when every sampled coordinate is one of:
+      - a kink within h' (`ONE_SIDED_STEP`, h / 10): the one-sided slopes (f(w) - f(w - h')) / h'
+        and (f(w + h') - f(w)) / h' differ, and the backward lies between them: a subgradient, as
+        torch's (ReLU'(0) = 0, the first maximum of a tie);
+      - a kink between h' and h: the two slopes agree with each other and with the backward, while
+        the central difference of step h is off from them (it straddles the kink);
+      - no kink: the backward matches the central difference, as any row must;
+    and at least one coordinate is one of the first two. A wrong derivative is caught where there is
+    no kink: it matches neither the central difference nor, when the central difference agrees
+    with the slopes, anything else (a kink-free model with a bias gradient off by 2e-4 breaks:
+    tests/test_cnn_wiring.py)."""
     parameters = dict(model.named_parameters())
     rng = np.random.default_rng(seed)
     indices = {name: sample_indices(array.size, samples, rng) for name, array in parameters.items()}
@@ -108,13 +112,18 @@ def explain_kinks_of_the_loss(rows: list, model, loss, samples: int, seed: int, 
         low, high = np.minimum(left, right), np.maximum(left, right)
         # one-sided at h / 10: twice the rounding over a tenth of the step, 20x the central noise; 2x margin
         slack = FD_TOLERANCE * np.maximum(np.abs(low), np.abs(high)) + 40 * noise
-        analytic = np.asarray(row.scratch, dtype=np.float64)
-        if np.all((analytic >= low - slack) & (analytic <= high + slack)):
-            crossed, count = int(np.sum(high - low > 2 * slack)), len(analytic)
-            row.explained = (f"loss kink: at {crossed} of {count} coordinates the one-sided slopes differ "
+        analytic, central = np.asarray(row.scratch, dtype=np.float64), np.asarray(row.reference, dtype=np.float64)
+        between = (analytic >= low - slack) & (analytic <= high + slack)
+        near = high - low > 2 * slack  # a kink within h'
+        farther = ~near & (np.abs(central - (left + right) / 2) > 2 * slack)  # one between h' and h
+        matches = np.isclose(analytic, central, rtol=FD_TOLERANCE, atol=noise)
+        if np.all(((near | farther) & between) | matches) and np.any((near | farther) & between):
+            count = len(analytic)
+            row.explained = (f"loss kink: at {int(near.sum())} of {count} coordinates the one-sided slopes differ "
                              "(ReLU at 0, max-pool ties) and the backward lies between them")
-            if crossed < count:
-                row.explained += f"; at the other {count - crossed} it matches them (no kink within {ONE_SIDED_STEP:g})"
+            if farther.any():
+                row.explained += (f"; at {int(farther.sum())} a kink lies within the central step {FD_STEP:g} but "
+                                  f"not within {ONE_SIDED_STEP:g}, and the backward matches the smaller step")
 
 
 def one_sided_slopes(objective, array: np.ndarray, indices: np.ndarray, step: float) -> tuple[np.ndarray, ...]:
