@@ -273,19 +273,25 @@ def test_a_kink_crossing_is_named_not_broken(seed):
     assert "kink crossing" in report.table() and "explained by kink crossings" in report.verdict()
 
 
-def test_a_crossing_at_hardtanhs_max_val_is_named_not_broken(seed):
-    """Hardtanh's kinks are its settings: unit 0 computes 2 float32 ulps below max_val = 1 on every
-    side, the planted Linear returns 1 ulp above it, so scratch's Hardtanh blocks a gradient torch passes."""
-    model = make_model("hardtanh", "float32", seed=seed)
-    below, above = np.float32(1) - np.float32(2 ** -23), np.float32(1) + np.float32(2 ** -23)
-    model.layers[0].__class__ = type("Planted", (RoundsToTheOtherSide,), {"value": above, "near": 1.0})
-    model.layers[0].params["bias"][0] = below
-    (x, y), = make_batches([8], "float32", seed)
+@pytest.mark.parametrize("dtype, ulp, value, within", [
+    ("float32", 2.0 ** -23, "above", "1.2e-07"),  # float32: 2 ulps below 1 on every side, 1 ulp above planted
+    ("float64", 2.0 ** -52, "at", "2.2e-16"),  # exactly max_val: blocked too (hardtanh_backward: x < max_val)
+])
+def test_a_crossing_at_hardtanhs_max_val_is_named_not_broken(dtype, ulp, value, within, seed):
+    """Hardtanh's kinks are its settings: unit 0 computes just below max_val = 1 on every side, the
+    planted Linear returns 1 ulp above it or max_val itself, so scratch's Hardtanh blocks a
+    gradient torch passes."""
+    model = make_model("hardtanh", dtype, seed=seed)
+    kind = np.dtype(dtype).type
+    planted = kind(1) + kind(ulp) if value == "above" else kind(1)
+    model.layers[0].__class__ = type("Planted", (RoundsToTheOtherSide,), {"value": planted, "near": 1.0})
+    model.layers[0].params["bias"][0] = kind(1) - kind(ulp)
+    (x, y), = make_batches([8], dtype, seed)
     x[0] = 0.0
     report = gradient_parity(model, x, y)
     assert report.ok, report.verdict()
     explained = {row.name: row.explained for row in report.explained}
-    assert explained["layers.0.bias.grad"].startswith("kink crossing: 1 unit of layers.1 (Hardtanh) within 1.2e-07 "
+    assert explained["layers.0.bias.grad"].startswith(f"kink crossing: 1 unit of layers.1 (Hardtanh) within {within} "
                                                       "of -1 or 1")
 
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # layer kind -> the input values where its derivative jumps; both sides branch on `input > kink`
-# (torch: threshold_backward(grad, result, 0) for relu, `self > 0` for leaky_relu and elu's backward,
-# `min_val < self < max_val` for hardtanh_backward: hardtanh's kinks are its layer's two settings).
+# (torch: threshold_backward(grad, result, 0) for relu, `self > 0` for leaky_relu and elu's backward)
+# or, for hardtanh_backward, on `min_val < self < max_val`: its kinks are its layer's two settings.
 KINKS = {"ReLU": (0.0,), "LeakyReLU": (0.0,), "ELU": (0.0,), "Hardtanh": None}
 
 # A unit lies within rounding of its kink when its exact input is within KINK_BAND times the
@@ -89,15 +89,19 @@ def crossings(layers: dict, scratch: dict[str, np.ndarray], exact: dict[str, np.
     return found
 
 
+def passes_gradient(layer, x: np.ndarray) -> np.ndarray:
+    """The branch each unit takes, as both sides' backward decides it: `x > kink` (ReLU, LeakyReLU,
+    ELU), `min_val < x < max_val` (Hardtanh: at max_val itself the gradient is blocked)."""
+    if type(layer).__name__ == "Hardtanh":
+        return (x > layer.min_val) & (x < layer.max_val)
+    return x > KINKS[type(layer).__name__][0]
+
+
 def kink_crossing(name: str, layer, ours: np.ndarray, reference: np.ndarray, rounding: float) -> Crossing | None:
     """The units on the other branch of a kink than the reference's, within rounding of it."""
-    crossed, distance = np.zeros(reference.shape, dtype=bool), np.full(reference.shape, np.inf)
     points = kink_points(layer)
-    for kink in points:
-        near = np.abs(reference - kink)
-        here = ((ours > kink) != (reference > kink)) & (near <= KINK_BAND * rounding)
-        crossed |= here
-        distance = np.where(here, np.minimum(distance, near), distance)
+    distance = np.min([np.abs(reference - point) for point in points], axis=0)  # to the nearest kink
+    crossed = (passes_gradient(layer, ours) != passes_gradient(layer, reference)) & (distance <= KINK_BAND * rounding)
     if not crossed.any():
         return None
     return Crossing(name, type(layer).__name__, int(crossed.sum()), float(distance[crossed].max()),
