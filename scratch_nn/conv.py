@@ -217,7 +217,7 @@ class Conv2d(Layer):
         if "bias" in self.grads:  # a sum of N*Ho*Wo terms (50,176 in LeNet's first layer), accumulated in
             # float64: in float32 it was the worst row of a LeNet-5 run's parity checks (2.1e-6 from the
             # float64 result, torch 5.7e-7); now 6.5e-8 (torch 2.7e-7) on `svt parity`'s first batch
-            np.sum(grad_rows, axis=1, dtype=np.float64, out=self.grads["bias"])
+            self.grads["bias"][...] = np.sum(grad_rows, axis=1, dtype=np.float64)  # rounded once (not out=)
         if not input_grad:
             return None
         grad_columns = self._buffer("grad_columns", columns.shape, dtype)

@@ -175,8 +175,10 @@ def batch_norm_backward(grad_out, x_hat, inv_std, weight, grad_weight, grad_bias
         dL/dx = gamma / sigma * (g - mean_n(g) - x_hat * mean_n(g * x_hat))
     Eval (running statistics are constants):  dL/dx = gamma / sigma * g.
     """
-    np.sum(grad_out, axis=0, dtype=np.float64, out=grad_bias)  # (C,), accumulated in float64 (see above)
-    np.sum(grad_out * x_hat, axis=0, dtype=np.float64, out=grad_weight)  # (C,)
+    # (C,) each, accumulated in float64 (see above) and rounded once: with out= a float32 array NumPy
+    # would add its float64 partial sums into the float32 result
+    grad_bias[...] = np.sum(grad_out, axis=0, dtype=np.float64)
+    grad_weight[...] = np.sum(grad_out * x_hat, axis=0, dtype=np.float64)
     scale = weight * inv_std  # (C,)
     if not training:
         return grad_out * scale

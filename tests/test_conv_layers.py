@@ -221,3 +221,23 @@ def test_a_lenet5_relu_stack_trains_as_torchs_for_three_sgd_steps_in_float64(rng
     for key, value in twin.state_dict().items():
         layer, name = named[key]
         np.testing.assert_allclose(layer.params[name], value.numpy(), rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def test_float32_conv_bias_gradient_is_a_float64_sum_rounded_once():
+    """LeNet's first layer: 64 x 28 x 28 terms per channel whose two halves of the batch cancel. The
+    bias gradient is summed in float64 and rounded once: within a few float32 ulps of the exact sum."""
+    rng = np.random.default_rng(3)
+    layer32, layer64 = (Conv2d(1, 6, 5, padding=2, dtype=dtype, rng=np.random.default_rng(0))
+                        for dtype in (np.float32, np.float64))
+    x = rng.random((64, 1, 28, 28)).astype(np.float32)
+    g = rng.standard_normal((64, 6, 28, 28)) * 1e-3
+    g[:32] += 1e-3
+    g[32:] -= 1e-3
+    g = g.astype(np.float32)
+    layer32.forward(x)
+    layer32.backward(g, input_grad=False)
+    layer64.forward(x.astype(np.float64))
+    layer64.backward(g.astype(np.float64), input_grad=False)
+    exact = layer64.grads["bias"]
+    error = np.max(np.abs(layer32.grads["bias"].astype(np.float64) - exact)) / np.max(np.abs(exact))
+    assert error <= 4 * np.finfo(np.float32).eps
