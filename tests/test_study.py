@@ -40,14 +40,22 @@ def start(*args) -> subprocess.Popen:
                             stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def processes_with(text: str) -> list[int]:
-    """Pids of the processes whose command line contains `text`."""
+def processes_with(text: str, parent: int | None = None) -> list[int]:
+    """Pids of the processes whose command line contains `text` (and, with `parent`, whose parent it is).
+
+    `parent` tells a worker from a process the worker forks for a moment (a forked child carries
+    its parent's command line until it execs, and killing it would not kill the worker).
+    """
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+            if not entry.name.isdigit() or text not in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                continue
+            # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after its ')'
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent is None or ppid == parent:
                 found.append(int(entry.name))
-        except OSError:  # ended meanwhile
+        except (OSError, IndexError, ValueError):  # ended meanwhile
             pass
     return found
 
@@ -204,7 +212,7 @@ def test_a_dead_worker_is_retried_once_then_reported_missing(tmp_path, mnist):
         killed = []
         deadline = time.monotonic() + 120
         while len(killed) < 2 and time.monotonic() < deadline:  # kill seed 0's worker, then its retry
-            for pid in processes_with(f"{tmp_path}/.partial-dead/workers"):  # one worker (--jobs 1): seed 0's
+            for pid in processes_with(f"{tmp_path}/.partial-dead/workers", parent=process.pid):  # seed 0's
                 if pid not in killed:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
