@@ -128,9 +128,9 @@ class MaxPool2d(Pool2d):
     torch's CPU kernel (aten/src/ATen/native/cpu/MaxPoolKernel.cpp, cpu_max_pool) scans each window
     in row-major order and replaces its running maximum when `(val > maxval) || isnan(val)`: so of
     equal values the first one wins (a tie never replaces), and a NaN always does, so the window's
-    last NaN wins and the output is NaN. Padding never wins (torch skips it; here it is -inf).
-    One edge differs: a window of only -inf values routes its gradient to torch's first in-bounds
-    element and here to its first element, which may be padding (the gradient is then dropped).
+    last NaN wins and the output is NaN. Padding never wins (torch skips it; here it is -inf), and
+    torch's running index starts at the window's first in-bounds element, so a window of only -inf
+    values routes its gradient there (not to padding, where it would be dropped).
     """
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> None:
@@ -154,15 +154,23 @@ class MaxPool2d(Pool2d):
             np.maximum(out, column, out=out)
         return out
 
-    def _nan_winners(self, padded: np.ndarray, out_size) -> np.ndarray:
-        """Per output, the offset number torch picks when NaNs are about: the last NaN, else the first maximum."""
-        windows = self._windows(padded, out_size)
-        _, first = next(windows)
-        best = np.copy(first)
-        winner = np.zeros_like(best, dtype=np.min_scalar_type(self.kernel_size[0] * self.kernel_size[1]))
-        for offset, window in windows:
+    def _torch_winners(self, padded: np.ndarray, out_size, x_shape) -> np.ndarray:
+        """Per output, the offset number torch's scan ends on: its last NaN, else its first maximum,
+        else (only -inf in the window) its first in-bounds element.
+
+        As cpu_max_pool: the running maximum starts at -inf and the running index at the first
+        in-bounds element; in-bounds values replace them when `(val > maxval) || isnan(val)`.
+        """
+        inside = np.zeros((1, 1, *padded.shape[2:]), dtype=bool)  # the input's own elements, not padding
+        self._interior(inside, x_shape)[...] = True
+        best = np.full(padded.shape[:2] + tuple(out_size), -np.inf, dtype=padded.dtype)
+        winner = np.zeros(best.shape, dtype=np.min_scalar_type(self.kernel_size[0] * self.kernel_size[1]))
+        seen = np.zeros((1, 1, *out_size), dtype=bool)
+        for (offset, window), (_, in_bounds) in zip(self._windows(padded, out_size), self._windows(inside, out_size)):
+            np.copyto(winner, offset, where=in_bounds & ~seen)  # the window's first in-bounds element
+            seen |= in_bounds
             take = np.greater(window, best)  # strict: a later equal value leaves the first maximum
-            take |= np.isnan(window)  # torch: `(val > maxval) || isnan(val)`
+            take |= np.isnan(window)  # padding is -inf: never greater than best, never NaN
             np.copyto(best, window, where=take)
             np.copyto(winner, offset, where=take)
         return winner
@@ -171,7 +179,10 @@ class MaxPool2d(Pool2d):
         out_size = self._output_size(x)
         padded = self._pad(x, out_size, -np.inf)
         out = self._maximum(padded, out_size)
-        winner = self._nan_winners(padded, out_size) if np.isnan(out).any() else None
+        # the equality test of the backward would send a NaN window's gradient nowhere, and an
+        # all -inf window's to its first element even if that is padding: track those as torch does
+        unusual = np.isnan(out).any() or (padded is not x and np.isneginf(out).any())
+        winner = self._torch_winners(padded, out_size, x.shape) if unusual else None
         return out, (padded, out, winner, x.shape, padded is x, channel_major(x))
 
     def _backward(self, grad_out, cache, input_grad):
@@ -218,7 +229,7 @@ class MaxPool2d(Pool2d):
     def winners(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H_out, W_out): the offset in its window (row-major) of the element each output takes."""
         out_size = self._output_size(x)
-        return self._nan_winners(self._pad(x, out_size, -np.inf), out_size)
+        return self._torch_winners(self._pad(x, out_size, -np.inf), out_size, x.shape)
 
     def window_members(self, x_shape: tuple[int, ...], selected: np.ndarray) -> np.ndarray:
         """A boolean array of x's shape: the elements of the windows where `selected` (N, C, H_out, W_out)."""

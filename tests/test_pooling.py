@@ -96,6 +96,48 @@ def test_max_pool_nan_wins_its_window_and_the_last_nan_gets_the_gradient_as_in_t
     np.testing.assert_array_equal(scratch.backward(grad_out), x_torch.grad.numpy())
 
 
+@pytest.mark.parametrize("nan", [False, True])
+@pytest.mark.parametrize("name", ["padding", "ceil-padding", "dilation-pair-padding", "ceil-dropped-last-window"])
+def test_a_window_of_only_minus_infinity_sends_its_gradient_where_torch_sends_it(name, nan, rng):
+    """torch's running index starts at the window's first in-bounds element: an all -inf window routes
+    its gradient there, never to padding (where it would be lost)."""
+    arguments, size = {**CONFIGS, **DILATED}[name]
+    x = rng.integers(0, 3, (2, 2, *size)).astype(np.float64)
+    x[0, 0] = -np.inf  # every window of this channel
+    x[1, 1, : size[0] // 2] = -np.inf  # the windows of its top half
+    if nan:
+        x[0, 1, 2, 3] = np.nan  # the NaN path tracks the winners in the forward pass
+    scratch, twin = max_pools(arguments)
+    out = scratch.forward(x)
+    x_torch = torch.tensor(x, requires_grad=True)
+    out_torch = twin(x_torch)
+    np.testing.assert_array_equal(out, out_torch.detach().numpy())
+    grad_out = rng.integers(1, 10, out.shape).astype(np.float64)  # integers: sums exact in any order
+    out_torch.backward(torch.tensor(grad_out))
+    grad_in = scratch.backward(grad_out)
+    np.testing.assert_array_equal(grad_in, x_torch.grad.numpy())
+    assert grad_in[0, 0].sum() == grad_out[0, 0].sum()  # none of it dropped
+    np.testing.assert_array_equal(scratch.winners(x), torch_winners(twin, x))
+
+
+def torch_winners(twin: torch.nn.MaxPool2d, x: np.ndarray) -> np.ndarray:
+    """The offset in its window (row-major) of the element torch picks, from its return_indices."""
+    pool = torch.nn.MaxPool2d(twin.kernel_size, twin.stride, twin.padding, twin.dilation,
+                              return_indices=True, ceil_mode=twin.ceil_mode)
+    _, index = pool(torch.tensor(x))
+    width = x.shape[3]
+    row, column = (index // width).numpy(), (index % width).numpy()
+    kernel, stride, padding, dilation = (pair_of(value) for value in (twin.kernel_size, twin.stride,
+                                                                      twin.padding, twin.dilation))
+    top = np.arange(index.shape[2])[:, None] * stride[0] - padding[0]
+    left = np.arange(index.shape[3])[None, :] * stride[1] - padding[1]
+    return ((row - top) // dilation[0]) * kernel[1] + (column - left) // dilation[1]
+
+
+def pair_of(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
 @pytest.mark.parametrize("name", ["overlapping-3-2", "ceil-padding", "rectangular"])
 @pytest.mark.parametrize("pool", ["max", "avg"])
 def test_pooling_gradients_match_finite_differences(pool, name, rng, worst_gradient_error):
