@@ -36,7 +36,7 @@ def build_loss(model_spec: ModelSpec) -> nn.Module:
 
 def l1_penalty(module, l1: float) -> torch.Tensor:
     """`l1 * sum |W|` over the weights of the weight layers the spec names (`TorchSequential.weight_layers`:
-    its linear layers; not biases, not batch-norm), as on the scratch side."""
+    its linear and conv2d layers; not biases, not batch-norm), as on the scratch side."""
     total = sum(layer.weight.abs().sum() for _, layer in module.weight_layers())
     return l1 * total
 
