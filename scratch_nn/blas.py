@@ -17,9 +17,10 @@ average of 1.3-2.4, SGD momentum, each update right after a product; medians), f
 So the routines are called in the library NumPy itself loaded (found among the process's mapped
 libraries, ctypes from the standard library; no new dependency). `level1(dtype)` is None when
 NumPy uses another BLAS, the platform has no /proc/self/maps, or the dtype is not float32/float64:
-the optimiser then keeps its NumPy path. axpy's kernels fuse the multiply-add (one rounding), as
-torch's `add(other, alpha=)` does (aten/src/ATen/native/ufunc/add.h: `vec::fmadd(other, alpha,
-self)`).
+the optimiser then keeps its NumPy path. axpy's kernels for CPUs with FMA (Haswell and later) fuse
+the multiply-add (one rounding), as torch's `add(other, alpha=)` does (aten/src/ATen/native/ufunc/
+add.h: `vec::fmadd(other, alpha, self)`); kernels without FMA (OPENBLAS_CORETYPE=Sandybridge) round
+twice, as NumPy does, and then differ from torch's in the last bit of about a third of the elements.
 """
 from __future__ import annotations
 
