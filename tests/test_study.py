@@ -35,9 +35,12 @@ def svt(*args, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def start(*args) -> subprocess.Popen:
     """`svt ...` in the background, with the default SIGINT handler (a shell's background job
-    ignores SIGINT, and Python keeps an ignored SIGINT ignored)."""
+    ignores SIGINT, and Python keeps an ignored SIGINT ignored), and its standard output a pipe as a
+    user's `| tee` makes it: block-buffered (without PYTHONUNBUFFERED, which some shells export)."""
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
     return subprocess.Popen([sys.executable, "-m", "benchmark", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def processes_with(text: str, parent: int | None = None) -> list[int]:

@@ -183,6 +183,7 @@ def run_seeds(args: argparse.Namespace, backend, todo: list[dict], results: dict
         bar.update()
         if not args.quiet:
             tqdm.write(study_folder.seed_line(results[job["seed"]]))
+            sys.stdout.flush()  # a pipe (`svt study | tee`) sees each seed as it ends, not all at the end
 
     def retried(job: dict, failure: str) -> None:
         tqdm.write(f"svt study: seed {job['seed']}: its worker failed ({failure}); running it once more",

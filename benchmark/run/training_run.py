@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -96,6 +97,7 @@ def train_side_by_side(spec: Spec, train: tuple[np.ndarray, np.ndarray], test: t
         end_of_epoch(record, number, (scratch, torch_side), totals, len(x), test, seconds)
         if not quiet:
             tqdm.write(epoch_line(record.epochs[-2:], spec.train.epochs))
+            sys.stdout.flush()  # through a pipe too, each epoch's line as it ends
         first_step += len(epoch.batches)
     return finish(record, (scratch, torch_side), seconds, test)
 
