@@ -83,10 +83,11 @@ def run_of_seed_2(tmp_path_factory, mnist):
 
 @pytest.fixture(scope="module")
 def ray_study(tmp_path_factory, mnist):
-    """Seeds 0 and 1 of the `study` fixture's slice, as Ray tasks on a local instance of 2 CPUs."""
+    """Seeds 0 and 1 of the `study` fixture's slice, as Ray tasks on a new local instance of 2 CPUs
+    (without --address: not the cluster that RAY_ADDRESS, here a dead one, or /tmp/ray may name)."""
     out = tmp_path_factory.mktemp("ray-studies")
     result = svt("study", *SLICE, "--quiet", "--seeds", "2", "--jobs", "2", "--backend", "ray", "--out", out,
-                 "--name", "ray")
+                 "--name", "ray", env={"RAY_ADDRESS": "127.0.0.1:9"})
     assert result.returncode == 0, result.stderr
     return out / "ray", result
 

@@ -197,9 +197,11 @@ class RayBackend:
             options.update(num_cpus=(jobs or 1) * threads, include_dashboard=False)
         self.started_here = not ray.is_initialized()
         try:
-            if self.started_here:
-                ray.init(address=address, **options)
+            if self.started_here:  # "local": always a new instance, even where RAY_ADDRESS or another
+                ray.init(address=address or "local", **options)  # job's /tmp/ray cluster file names one
         except (ConnectionError, RuntimeError, ValueError) as error:
+            if address is None:
+                raise UserError(f"a local Ray instance could not be started ({error})") from None
             raise UserError(f"--address {address}: no Ray cluster could be reached ({error})") from None
         self.capacity = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
         self.task = ray.remote(num_cpus=threads, max_retries=0)(run_seed)  # retried by run_all, as local
