@@ -4,6 +4,7 @@ subcommands, end to end on real MNIST: describe, parity (float32 and float64) an
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmark.study.backends import thread_environment
 from scratch_nn.model import Sequential
 from scratch_nn.spec import load_spec
 
 SPEC = str(Path(__file__).parent / "specs" / "new-form.toml")
 
 
-def svt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmark", *args], capture_output=True, text=True, timeout=timeout)
+def svt(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`svt ...` on one thread, as test_run's (a busy machine slows two threads' pools most)."""
+    return subprocess.run([sys.executable, "-m", "benchmark", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **thread_environment(1)})
 
 
 def test_the_spec_builds_its_list_as_written():
