@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import re
 import subprocess
 import sys
 
@@ -640,6 +641,10 @@ def test_cli_sweep_runs_each_seed_and_counts_breaks(mnist, capsys):
     assert [line.split(":")[0] for line in lines[1:3]] == ["seed    3", "seed    4"]
     assert all("parity: " in line for line in lines[1:3])
     assert lines[-1].startswith("sweep: 0 of 2 seeds break (mnist-mlp, float32)")
+    # the largest ratio names its row; with no row above the floor (here, on the kernels seen) it says
+    # so, not "0.00 ()"
+    assert re.search(r"unexplained: \d+\.\d\d \(seed [34], step \d+/\S+\)$|; every unexplained row within the "
+                     r"rounding floor$", lines[-1]), lines[-1]
 
 
 def test_cli_sweep_refuses_a_bad_seed_list():

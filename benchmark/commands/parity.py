@@ -140,7 +140,7 @@ def sweep(spec, batch: int, steps: int, seeds: list[int], data_dir: str | None) 
     print(f"sweep: {len(broken)} of {len(seeds)} seeds break ({spec.name}, {spec.model.dtype})"
           + (f": seeds {', '.join(map(str, broken))}" if broken else "")
           + f"; rows explained: {kinked} by kink crossings, {inherited} inheriting rounding from upstream"
-          + (f"; largest scratch/torch distance from f64 among rows above the floor, unexplained: {ratio[0]:.2f} "
-             f"({ratio[1]})"
-             if spec.model.dtype == "float32" else ""))
+          + ("" if spec.model.dtype != "float32" else
+             f"; largest scratch/torch distance from f64 among rows above the floor, unexplained: {ratio[0]:.2f} "
+             f"({ratio[1]})" if ratio[1] else "; every unexplained row within the rounding floor"))
     return 1 if broken else 0
