@@ -111,20 +111,23 @@ def test_interrupted_run_leaves_the_previous_report_intact(tmp_path, report):
     previous = report[0]
     out = previous.parent
     before = {path.name: path.read_bytes() for path in previous.iterdir()}
+    unbuffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
     process = subprocess.Popen([sys.executable, "-m", "benchmark", "run", "--out", str(out), "--name", "small",
                                 "--train-limit", "6000", "--epochs", "50", "--check-every", "1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=unbuffered,
                                # a shell's background job ignores SIGINT, and Python keeps an ignored
                                # SIGINT ignored: give the run the default, as a terminal's Ctrl-C finds it
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        seen, deadline = "", time.monotonic() + 120
-        while "epoch 1/50" not in seen and time.monotonic() < deadline:  # tqdm's bar: training has begun
-            ready, _, _ = select.select([process.stderr], [], [], 1.0)
-            if ready:
-                seen += os.read(process.stderr.fileno(), 4096).decode(errors="replace")
+        seen, printed, deadline = "", "", time.monotonic() + 120
+        # the first epoch's line on stdout, a block-buffered pipe as `svt run | tee` makes it: flushed
+        # as the epoch ends, not at exit (the bar on stderr says training has begun)
+        while "epoch 1/50 " not in printed and time.monotonic() < deadline:
+            for ready in select.select([process.stderr, process.stdout], [], [], 1.0)[0]:
+                text = os.read(ready.fileno(), 4096).decode(errors="replace")
+                seen, printed = (seen + text, printed) if ready is process.stderr else (seen, printed + text)
+        assert "epoch 1/50 " in printed and "scratch: loss" in printed, (printed, seen)
         assert "epoch 1/50" in seen, seen
-        time.sleep(1.0)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
