@@ -24,6 +24,7 @@ import pytest
 
 from benchmark.data.mnist import as_inputs, as_labels
 from benchmark.sanity import checks, health, training
+from benchmark.study.backends import thread_environment
 from scratch_nn.activations import ReLU
 from scratch_nn.model import MLP
 from scratch_nn.notation import parse_layers
@@ -215,7 +216,7 @@ def test_gradient_health(make, problem, data, seed, recwarn):
 
 def svt_sanity(*args: str) -> subprocess.CompletedProcess:
     # One BLAS thread: the matrices are small, and a thread pool only adds contention on shared cores.
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **thread_environment(1)}
     return subprocess.run([sys.executable, "-m", "benchmark", "sanity", *args], capture_output=True, text=True,
                           timeout=300, env=env)
 

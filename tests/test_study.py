@@ -21,11 +21,12 @@ from scipy import stats
 
 from benchmark.commands import cli
 from benchmark.report.record import COLUMNS
+from benchmark.study.backends import thread_environment
 from benchmark.study.report import SEEDS_COLUMNS
 
 SLICE = ["--train-limit", "600", "--test-limit", "300", "--epochs", "1", "--batch-size", "64", "--check-every", "4",
          "--layers", "32:relu,10"]
-ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+ONE_THREAD = thread_environment(1)
 
 
 def svt(*args, env: dict | None = None) -> subprocess.CompletedProcess:
