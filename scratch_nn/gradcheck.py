@@ -94,6 +94,19 @@ class LayerCheck:
     grad_out: np.ndarray
 
 
+def checked_input_gradient(layer, grad_input, input_shape: tuple[int, ...]) -> np.ndarray:
+    """What `layer.backward(grad_out)` returned, refused in words if it is not the input's gradient
+    (None: a backward that fills `grads` but forgets to return dL/dx)."""
+    kind = type(layer).__name__
+    if grad_input is None:
+        raise ValueError(f"{kind}.backward(grad_out) returned None: the layer returned no input gradient; "
+                         f"backward must return dL/dx, an array of the input's shape {tuple(input_shape)}")
+    if np.shape(grad_input) != tuple(input_shape):
+        raise ValueError(f"{kind}.backward(grad_out) returned an input gradient of shape {np.shape(grad_input)}; "
+                         f"it must have the input's shape {tuple(input_shape)}")
+    return np.array(grad_input)
+
+
 def layer_gradient_pairs(layer, x: np.ndarray, grad_out: np.ndarray | None = None, eps: float = 1e-6,
                          max_coords: int | None = 200, rng: np.random.Generator | None = None,
                          order: int = 2) -> LayerCheck:
@@ -117,7 +130,7 @@ def layer_gradient_pairs(layer, x: np.ndarray, grad_out: np.ndarray | None = Non
         return layer.forward(x)
 
     f()  # replay forward with the held mask, then the analytic gradients
-    analytic = {"input": np.array(layer.backward(grad_out))}
+    analytic = {"input": checked_input_gradient(layer, layer.backward(grad_out), x.shape)}
     analytic.update({name: value.copy() for name, value in layer.grads.items()})
     pairs = {}
     for name, array in {"input": x, **layer.params}.items():

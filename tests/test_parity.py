@@ -566,6 +566,22 @@ def test_broken_layer_is_the_first_break(dtype, seed):
     assert not all(row.ok for row in report.rows if row.reference_side == "numerical")  # FD agrees
 
 
+class ForgetfulLinear(Linear):
+    """A Linear whose backward fills its grads but forgets to return the input gradient."""
+
+    def backward(self, grad_out, input_grad=True):
+        super().backward(grad_out, input_grad)
+        return None
+
+
+@pytest.mark.parametrize("torch_layer", [nn.Linear(5, 3, dtype=torch.float64), None])
+def test_compare_layer_says_when_a_layer_returns_no_input_gradient(torch_layer):
+    with pytest.raises(ValueError, match=r"^ForgetfulLinear\.backward\(grad_out\) returned None: the layer returned no "
+                                         r"input gradient; backward must return dL/dx, an array of the input's shape "
+                                         r"\(8, 5\)$"):
+        compare_layer(ForgetfulLinear(5, 3, dtype=np.float64, rng=np.random.default_rng(0)), torch_layer)
+
+
 def test_compare_layer_against_torch_and_finite_differences():
     linear = Linear(5, 3, dtype=np.float64, rng=np.random.default_rng(0))
     report = compare_layer(linear, nn.Linear(5, 3, dtype=torch.float64))

@@ -125,6 +125,8 @@ def test_betas_list_becomes_a_tuple(tmp_path):
     (MINIMAL_TOML.replace('{ type = "tanh" }', '{ p = 0.5 }'), r"layers\.1: missing key 'type'; allowed types: linear"),
     (MINIMAL_TOML.replace("out_features = 32", "bias = false"), r"layers\.0: a linear layer needs out_features"),
     (MINIMAL_TOML + "[extra]\n", r"unknown top-level key 'extra'"),
+    (MINIMAL_TOML.replace("lr = 0.01", 'lr = "0.01"'),
+     r"lr must be a finite number in \(0, inf\), got the string '0\.01': a number is wanted, written without quotes"),
     ("name = 'x'\n", r"missing the \[model\] table"),
     ("[model]\ninit = 'xavier_uniform'\n", r"expected layers = \[\{ type = \.\.\. \}, \.\.\.\], one entry per layer"),
     (MINIMAL_TOML.replace("lr = 0.01", "lr = 0.01\nlr = 0.02"), r"not valid TOML: .*line 11"),

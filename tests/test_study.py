@@ -163,7 +163,7 @@ def test_a_seed_is_the_run_that_svt_run_makes(study, run_of_seed_2):
 
 def test_the_terminal_gives_the_table_and_the_verdict(study):
     out = study[1].stdout
-    assert "study: layers-32relu-10, float32, 1 epochs, 3 of 3 seeds (seeds 0-2)" in out
+    assert "study: layers-32relu-10, float32, 1 epoch, 3 of 3 seeds (seeds 0-2)" in out
     assert "scratch - torch, paired:" in out and "within ±0.2 pp" in out and "gradient parity: all" in out
 
 
@@ -198,7 +198,7 @@ def test_ctrl_c_keeps_the_finished_seeds_and_resume_runs_the_rest(tmp_path, mnis
     kept = (partial / "seeds" / "seed-0" / "seed.json").read_bytes()
     resumed = svt(*args, "--quiet", "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert "3 seeds of layers-32relu-10 (float32, 1 epochs); 1 reused, 2 to run" in resumed.stdout
+    assert "3 seeds of layers-32relu-10 (float32, 1 epoch); 1 reused, 2 to run" in resumed.stdout
     assert (tmp_path / "cut" / "seeds" / "seed-0" / "seed.json").read_bytes() == kept  # reused, not run again
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["seeds_used"] == [0, 1, 2]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cut"]

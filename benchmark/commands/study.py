@@ -29,6 +29,7 @@ from pathlib import Path
 
 from benchmark.commands.specargs import add_model_arguments, add_slice_arguments, spec_from_args
 from benchmark.core.errors import UserError
+from benchmark.core.tables import counted
 
 MAX_SEEDS = 10_000
 
@@ -146,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     todo = [job for job in jobs if job["seed"] not in results]
     backend = make_backend(args, len(todo), work) if todo else None
     where = backend.describe() if backend else "nothing to run"
-    print(f"svt study: {len(seeds)} seeds of {spec.name} ({spec.model.dtype}, {spec.train.epochs} epochs); "
+    print(f"svt study: {counted(len(seeds), 'seed')} of {spec.name} ({spec.model.dtype}, "
+          f"{counted(spec.train.epochs, 'epoch')}); "
           f"{len(results)} reused, {len(todo)} to run on {where}", flush=True)
     context = {"spec": spec, "seeds": seeds, "results": results, "margin": args.margin, "backend": where,
                "backend_name": args.backend, "address": args.address, "jobs": backend.capacity if backend else 0,

@@ -17,6 +17,11 @@ def format_table(rows: list[dict], columns: list[str], right: tuple[str, ...] = 
     return "\n".join([line(columns), line(["-" * width for width in widths])] + [line(c) for c in cells])
 
 
+def counted(number: int, noun: str) -> str:
+    """`1 epoch`, `2 epochs`: a count and its noun, plural unless the count is 1."""
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
 def _format_cell(value) -> str:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return f"{value:,}"

