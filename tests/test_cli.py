@@ -1,6 +1,7 @@
 """The command line as a user meets it: exit statuses, one-line errors, no tracebacks."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -93,6 +94,21 @@ def test_specs_lists_the_builtins():
     assert result.returncode == 0
     for name in ("mnist-mlp", "deep-sigmoid", "deep-relu-he", "dropout-bn", "adam"):
         assert name in result.stdout
+
+
+@pytest.mark.parametrize("columns", [100, 72])
+def test_specs_fits_the_terminal_and_wraps_without_losing_a_word(columns):
+    from scratch_nn.spec import builtin_spec_names, load_builtin_spec
+
+    result = subprocess.run([sys.executable, "-m", "benchmark", "specs"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": str(columns)})
+    assert max(len(line) for line in result.stdout.splitlines()) <= columns, result.stdout
+    lines = result.stdout.splitlines()
+    column = lines[0].index("what it shows")
+    words = " ".join(line[column:] for line in lines[2:]).split()  # the last column, its wrapped lines joined
+    for name in builtin_spec_names():  # each description still there, word for word, wrapped
+        description = load_builtin_spec(name).description.split()
+        assert any(words[i:i + len(description)] == description for i in range(len(words))), name
 
 
 @pytest.mark.parametrize("args, message", [

@@ -126,6 +126,8 @@ def test_the_finite_difference_referee_explains_a_relu_kink_but_not_a_wrong_back
     report = numerical_parity(model, x, y)
     assert report.ok and report.rows[1].name == "fd/layers.0.bias.grad"
     assert report.rows[1].explained.startswith("loss kink: at 2 of 2 coordinates the one-sided slopes differ")
+    assert "(1 finite difference across a kink of the loss)" in report.verdict()  # not "inheriting rounding"
+    assert "ok (loss kink)" in report.table() and "not a failure: the finite difference steps across" in report.table()
     model.layers[0].__class__ = BiasGradientScaled
     broken = numerical_parity(model, x, y)
     assert not broken.ok and broken.first_break.name == "fd/layers.0.bias.grad"

@@ -272,6 +272,9 @@ def test_a_kink_crossing_is_named_not_broken(seed):
     assert "layers.0.bias.grad" in explained
     assert explained["layers.0.bias.grad"].startswith("kink crossing: 1 unit of layers.1 (ReLU) within 1.0e-08 of 0")
     assert "kink crossing" in report.table() and "explained by kink crossings" in report.verdict()
+    lines = report.table().splitlines()  # the row is marked, and says why on the line below it
+    row = next(index for index, line in enumerate(lines) if line.startswith("layers.0.bias.grad "))
+    assert lines[row].endswith("ok (kink)") and lines[row + 1].startswith("    not a failure: an input sat within")
 
 
 @pytest.mark.parametrize("dtype, ulp, value, within", [
@@ -303,6 +306,8 @@ def test_a_difference_beyond_rounding_at_a_kink_still_breaks(seed):
     assert not any(row.explained.startswith("kink") for row in report.rows)
     # the operations after it are right from what they were given: they inherit the error, said so
     assert all(row.explained.startswith("inherited") for row in report.explained)
+    marked = [line for line in report.table().splitlines() if line.endswith("ok (inherited)")]
+    assert len(marked) == len(report.explained) > 0  # every inheriting row is shown as one
 
 
 def test_synchronized_steps_keep_one_crossing_out_of_the_next_steps(seed):
@@ -312,7 +317,7 @@ def test_synchronized_steps_keep_one_crossing_out_of_the_next_steps(seed):
     assert report.ok, report.verdict() + "\n" + report.step_table()
     assert {row.name.partition("/")[0] for row in report.explained} == {"step 1"}
     assert set(report.drift) == {"step 1", "step 2", "step 3"} and report.drift["step 3"] > 0
-    assert "explained" in report.step_table().splitlines()[1]
+    assert "explained" in report.step_table().splitlines()[2]  # the header, its rule, step 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -636,7 +641,7 @@ def test_cli_float64_is_at_parity_and_dumps_both_sides(mnist, tmp_path, capsys):
     assert main(["parity", "--dtype", "float64", "--steps", "2", "--dump", str(path)]) == 0
     out = capsys.readouterr().out
     assert "layers.0.weight.grad" in out and "step 2" in out
-    assert out.strip().splitlines()[-1].startswith("parity: ") and "(float64)" in out
+    assert "\nparity: " in out and "(float64)" in out
     with np.load(path) as dump:
         assert dump["scratch/layers.0.weight.grad"].shape == (256, 784)
         np.testing.assert_allclose(dump["scratch/layers.0.weight.grad"], dump["torch/layers.0.weight.grad"],
@@ -647,20 +652,34 @@ def test_cli_float64_is_at_parity_and_dumps_both_sides(mnist, tmp_path, capsys):
 
 def test_cli_float32_is_at_parity(mnist, capsys):
     assert main(["parity", "--dtype", "float32", "--steps", "2"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("parity: ")
+    out = capsys.readouterr().out
+    assert re.search(r"^parity: \d+ tensors within tolerance", out, re.MULTILINE), out  # the verdict, wrapped
 
 
-def test_cli_sweep_runs_each_seed_and_counts_breaks(mnist, capsys):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cli_output_fits_100_columns_and_float64_drops_the_f64_columns(mnist, capsys, monkeypatch, dtype):
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["parity", "--dtype", dtype, "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100, out
+    assert ("scratch vs f64" in out.splitlines()[1]) == (dtype == "float32"), out  # float64: torch is the reference
+
+
+def test_cli_sweep_runs_each_seed_and_counts_breaks(mnist, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
     assert main(["parity", "--seeds", "3-4", "--steps", "2", "--batch", "32"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().out
+    lines = [line for line in out.strip().splitlines() if not line.startswith("  ")]  # continuation lines out
+    assert max(len(line) for line in out.splitlines()) <= 100, out
     assert lines[0].startswith("parity sweep: spec mnist-mlp, float32, batch 32, 2 steps of sgd, seeds 3..4 (2)")
     assert [line.split(":")[0] for line in lines[1:3]] == ["seed    3", "seed    4"]
     assert all("parity: " in line for line in lines[1:3])
     assert lines[-1].startswith("sweep: 0 of 2 seeds break (mnist-mlp, float32)")
+    last = out[out.index("sweep: 0 of"):].replace("\n  ", " ").strip()  # the last line, unwrapped
     # the largest ratio names its row; with no row above the floor (here, on the kernels seen) it says
     # so, not "0.00 ()"
     assert re.search(r"unexplained: \d+\.\d\d \(seed [34], step \d+/\S+\)$|; every unexplained row within the "
-                     r"rounding floor$", lines[-1]), lines[-1]
+                     r"rounding floor$", last), last
 
 
 def test_cli_sweep_refuses_a_bad_seed_list():

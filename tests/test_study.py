@@ -167,10 +167,12 @@ def test_the_terminal_gives_the_table_and_the_verdict(study):
     assert "scratch - torch, paired:" in out and "within ±0.2 pp" in out and "gradient parity: all" in out
 
 
+@pytest.mark.browser
 def test_report_page_in_chromium(browser, run_of_seed_2, tmp_path):
     check_page(browser, run_of_seed_2 / "report.html", "#verdict dl.facts", tmp_path / "report.png")
 
 
+@pytest.mark.browser
 def test_study_page_in_chromium(browser, study, tmp_path):
     check_page(browser, study[0] / "study.html", "#verdict dl.facts", tmp_path / "study.png")
 

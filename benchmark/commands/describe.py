@@ -15,7 +15,7 @@ import argparse
 from dataclasses import fields
 
 from benchmark.commands.specargs import add_model_arguments, spec_from_args
-from benchmark.core.tables import format_table
+from benchmark.core.tables import format_table, terminal_width
 from benchmark.report.layer_table import COLUMNS, layer_rows
 from scratch_nn.layer_specs import shape_text
 from scratch_nn.notation import format_layers, layers_text
@@ -56,6 +56,8 @@ def run_specs(args: argparse.Namespace) -> int:
     specs = [load_builtin_spec(name) for name in builtin_spec_names()]
     rows = [{"spec": spec.name, "layers": layers_text(spec.model), "optimizer": spec.train.optimizer,
              "what it shows": spec.description} for spec in specs]
-    print(format_table(rows, ["spec", "layers", "optimizer", "what it shows"]))
-    print("\nuse one with --spec NAME, e.g. `svt describe --spec deep-sigmoid`; or give a TOML file")
+    print(format_table(rows, ["spec", "layers", "optimizer", "what it shows"], wrap=("layers", "what it shows"),
+                       width=terminal_width()))
+    print("\nuse one with --spec NAME, e.g. `svt describe --spec deep-sigmoid`;")
+    print("or give --spec a TOML file of your own")
     return 0

@@ -9,10 +9,12 @@ and a one-line verdict, and exits 0 on parity, 1 on a break, 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 import numpy as np
 
 from benchmark.core.errors import UserError, check_output_file, check_size
+from benchmark.core.tables import terminal_width
 from benchmark.parity.compare import exact_bound
 from benchmark.parity.engine import gradient_parity
 from benchmark.parity.report import ParityReport
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dump:
         report.dump(args.dump)
         print(f"\nwrote {len(report.arrays())} arrays to {args.dump}")
-    print(report.verdict())
+    say(report.verdict())
     return 0 if report.ok else 1
 
 
@@ -109,16 +111,23 @@ def check(spec, batch: int, steps: int, data_dir: str | None, show: bool = False
     model, batches = mnist_batches(spec, batch, max(steps, 1), data_dir)
     report = gradient_parity(model, *batches[0], l1=spec.train.l1, numerical=True)
     if show:
-        print(report.table())
-        print(f"rule: {report.rule()}")
+        print(report.table(terminal_width()))
+        say(f"rule: {report.rule()}")
     if steps:
         trajectory = trajectory_parity(model, spec.train, batches[:steps])
         if show:
-            print(f"\ntrajectory: {steps} steps, each from synchronized state (parameters, optimiser state, "
-                  "buffers, lr); free drift: the two sides trained apart")
-            print(trajectory.step_table())
+            print()
+            say(f"trajectory: {steps} steps, each from synchronized state (parameters, optimiser state, "
+                "buffers, lr); free drift: the two sides trained apart")
+            print(trajectory.step_table(terminal_width()))
         report = report + trajectory
     return report
+
+
+def say(text: str) -> None:
+    """Print a line of prose wrapped to the terminal's width, continuation lines indented."""
+    print("\n".join(textwrap.wrap(text, width=terminal_width(), subsequent_indent="  ", break_on_hyphens=False)),
+          flush=True)
 
 
 def sweep(spec, batch: int, steps: int, seeds: list[int], data_dir: str | None) -> int:
@@ -135,9 +144,9 @@ def sweep(spec, batch: int, steps: int, seeds: list[int], data_dir: str | None) 
         ratio = max([ratio, *((row.exact_scratch / row.exact_torch, f"seed {seed}, {row.name}") for row in report.rows
                               if row.exact_scratch > exact_bound(0.0) and row.exact_torch > 0 and not row.explained)],
                     key=lambda pair: pair[0])
-        print(f"seed {seed:>4}: {report.verdict()}", flush=True)
+        say(f"seed {seed:>4}: {report.verdict()}")
         broken += [seed] * (not report.ok)
-    print(f"sweep: {len(broken)} of {len(seeds)} seeds break ({spec.name}, {spec.model.dtype})"
+    say(f"sweep: {len(broken)} of {len(seeds)} seeds break ({spec.name}, {spec.model.dtype})"
           + (f": seeds {', '.join(map(str, broken))}" if broken else "")
           + f"; rows explained: {kinked} by kink crossings, {inherited} inheriting rounding from upstream"
           + ("" if spec.model.dtype != "float32" else

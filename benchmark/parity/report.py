@@ -12,25 +12,72 @@ the float64 reference (`scratch vs f64`, `torch vs f64`): that is what is judged
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from benchmark.core.files import write_atomically
+from benchmark.core.tables import counted, format_table
 from benchmark.parity.compare import EXACT_FACTOR, EXACT_FLOOR_ULPS, Comparison
 
 
-def _figure(value: float, width: int) -> str:
+def _figure(value: float, width: int = 0) -> str:
     return f"{'-':>{width}}" if math.isnan(value) else f"{value:>{width}.2e}"
+
+
+# The kind of an explained row (the start of `explained`) -> its mark in the ok column, and the plain
+# words printed under the row: why a row beyond its bound is not a failure.
+EXPLANATIONS = {
+    "kink crossing": ("ok (kink)", "not a failure: an input sat within rounding of a kink (ReLU at 0, a max-pool "
+                                   "tie), so the two sides took different branches; on scratch's branch it is within "
+                                   "bound"),
+    "inherited": ("ok (inherited)", "not a failure: inherited rounding; this operation, from each side's own "
+                                    "inputs, is as exact as torch's, so the difference was made upstream (within "
+                                    "bound there) and grew here"),
+    "loss kink": ("ok (loss kink)", "not a failure: the finite difference steps across a kink of the loss (ReLU at "
+                                    "0, max-pool ties), where the loss has no single slope; the backward is a slope "
+                                    "on one side of it"),
+}
+
+
+def _kind(row: Comparison) -> str:
+    return row.explained.partition(":")[0]
 
 
 def _verdict_word(row: Comparison) -> str:
     if row.tolerance == np.inf:
         return "n/a"
     if row.ok and row.explained:
-        return f"ok ({row.explained})"
+        return EXPLANATIONS.get(_kind(row), ("ok (explained)", ""))[0]
     return "ok" if row.ok else "BREAK"
+
+
+def _why(row: Comparison) -> str:
+    """The plain words and the evidence of an explained row ("" for any other)."""
+    if not (row.ok and row.explained):
+        return ""
+    words = EXPLANATIONS.get(_kind(row), ("", "explained"))[1]
+    return f"{words} ({row.explained})"
+
+
+def _fitted(records: list[dict], columns: list[str], notes: list[str], droppable: tuple[str, ...],
+            width: int | None) -> str:
+    """`records` as a table (numbers right-aligned), each row followed by its note (if any), wrapped
+    and indented. With `width`, the `droppable` columns are left out in turn until the table fits."""
+    right = [column for column in columns if column not in ("tensor", "layer", "shape", "ok", "step", "worst tensor")]
+    for column in (None, *droppable):
+        columns = [kept for kept in columns if kept != column]
+        lines = format_table(records, columns, right=tuple(right)).splitlines()
+        if width is None or max(len(line) for line in lines) <= width:
+            break
+    result = lines[:2]
+    for line, note in zip(lines[2:], notes):
+        result.append(line)
+        if note:
+            result += textwrap.wrap(note, width=width or 1000, initial_indent="    ", subsequent_indent="      ")
+    return "\n".join(result)
 
 
 @dataclass
@@ -65,39 +112,52 @@ class ParityReport:
     def __add__(self, other: ParityReport) -> ParityReport:
         return ParityReport(self.rows + other.rows, self.dtype, {**self.drift, **other.drift})
 
-    def table(self) -> str:
-        """One line per tensor: tensor, layer, shape, max abs diff, rel error, each side vs float64
-        (float32), cosine, ok ("n/a": shown, not judged; "ok (kink crossing: ...)": explained)."""
-        width = max([len(row.name) for row in self.rows] + [6])
-        layer_width = max([len(row.layer) for row in self.rows] + [5])
-        lines = [f"{'tensor':<{width}}  {'layer':<{layer_width}} {'shape':<12} {'max abs diff':>12} "
-                 f"{'rel error':>10}  {'scratch vs f64':>14}  {'torch vs f64':>12} {'cosine':>10}  ok"]
-        for row in self.rows:
-            shape = "x".join(map(str, row.shape)) or "scalar"
-            lines.append(f"{row.name:<{width}}  {row.layer:<{layer_width}} {shape:<12} {row.max_abs:>12.3e} "
-                         f"{row.rel_error:>10.2e}  {_figure(row.exact_scratch, 14)}  {_figure(row.exact_torch, 12)} "
-                         f"{row.cosine:>10.7f}  {_verdict_word(row)}")
-        return "\n".join(lines)
+    @property
+    def _against_float64(self) -> bool:
+        """Whether rows carry each side's distance from a float64 reference (float32 against torch)."""
+        return any(not math.isnan(row.exact_torch) for row in self.rows)
 
-    def step_table(self) -> str:
+    def table(self, width: int | None = None) -> str:
+        """One line per tensor: tensor, layer, shape, max abs diff, rel error, each side vs float64
+        (float32 only), cosine, ok ("n/a": shown, not judged; "ok (kink)", "ok (inherited)", "ok (loss
+        kink)": beyond the bound and explained, in plain words on the line below). With `width`,
+        the cosine, then the max abs diff, are left out until the lines fit."""
+        records = [{"tensor": row.name, "layer": row.layer, "shape": "x".join(map(str, row.shape)) or "scalar",
+                    "max abs diff": f"{row.max_abs:.3e}", "rel error": f"{row.rel_error:.2e}",
+                    "scratch vs f64": _figure(row.exact_scratch), "torch vs f64": _figure(row.exact_torch),
+                    "cosine": f"{row.cosine:.7f}", "ok": _verdict_word(row)} for row in self.rows]
+        columns = ["tensor", "layer", "shape", "max abs diff", "rel error", "scratch vs f64", "torch vs f64",
+                   "cosine", "ok"]
+        if not self._against_float64:
+            columns = [column for column in columns if "vs f64" not in column]
+        notes = [_why(row) for row in self.rows]
+        return _fitted(records, columns, notes, ("cosine", "max abs diff"), width)
+
+    def step_table(self, width: int | None = None) -> str:
         """For trajectories ("step k/..." rows): one line per step, its number of tensors, the first
-        break (or else the worst tensor, relative to its tolerance), and the free-running drift."""
+        break (or else the worst tensor, relative to its tolerance), and the free-running drift;
+        explained rows of a step are counted below it. With `width`, the max abs diff, rel error and
+        torch vs f64 are left out in turn until the lines fit."""
         steps: dict[str, list[Comparison]] = {}
         for row in self.rows:
             steps.setdefault(row.name.partition("/")[0], []).append(row)
-        lines = [f"{'step':<8} {'tensors':>7}  {'worst tensor (or first break)':<36} {'max abs diff':>12} "
-                 f"{'rel error':>10}  {'scratch vs f64':>14}  {'torch vs f64':>12} {'tolerance':>10} "
-                 f"{'free drift':>10}  ok"]
+        records, notes = [], []
         for step, rows in steps.items():
             part = ParityReport(rows, self.dtype)
             shown = part.first_break or part.worst
-            drift = _figure(self.drift.get(step, math.nan), 10)
-            explained = f" ({len(part.explained)} explained: {part.explained[0].explained})" if part.explained else ""
-            lines.append(f"{step:<8} {len(rows):>7}  {shown.name.partition('/')[2]:<36} {shown.max_abs:>12.3e} "
-                         f"{shown.rel_error:>10.2e}  {_figure(shown.exact_scratch, 14)}  "
-                         f"{_figure(shown.exact_torch, 12)} {shown.tolerance:>10.1e} {drift}  "
-                         f"{'ok' if part.ok else 'BREAK'}{explained}")
-        return "\n".join(lines)
+            records.append({"step": step, "tensors": len(rows), "worst tensor": shown.name.partition("/")[2],
+                            "max abs diff": f"{shown.max_abs:.3e}", "rel error": f"{shown.rel_error:.2e}",
+                            "scratch vs f64": _figure(shown.exact_scratch), "torch vs f64": _figure(shown.exact_torch),
+                            "tolerance": f"{shown.tolerance:.1e}",
+                            "free drift": _figure(self.drift.get(step, math.nan)),
+                            "ok": ("ok" if part.ok else "BREAK") + " (explained)" * bool(part.explained)})
+            first = part.explained[0] if part.explained else None
+            notes.append(f"{len(part.explained)} explained; {first.name}: {_why(first)}" if first else "")
+        columns = ["step", "tensors", "worst tensor", "max abs diff", "rel error", "scratch vs f64", "torch vs f64",
+                   "tolerance", "free drift", "ok"]
+        if not self._against_float64:
+            columns = [column for column in columns if "vs f64" not in column]
+        return _fitted(records, columns, notes, ("max abs diff", "rel error", "torch vs f64"), width)
 
     def records(self) -> list[dict]:
         """The rows as plain dicts (name, layer, shape, max_abs, rel_error, scratch_vs_f64,
@@ -124,9 +184,11 @@ class ParityReport:
             detail = "".join(f"; worst vs {side}: {_worst_words(row)} ({row.name})" for side, row in worst.items())
             unjudged = sum(row.tolerance == np.inf for row in self.rows)
             notes = [f"{unjudged} not judged"] * bool(unjudged)
-            kinked = sum(row.explained.startswith("kink") for row in self.explained)
-            notes += [f"{kinked} explained by kink crossings"] * bool(kinked)
-            notes += [f"{len(self.explained) - kinked} inheriting rounding"] * bool(len(self.explained) - kinked)
+            kinds = [_kind(row) for row in self.explained]
+            notes += [f"{kinds.count('kink crossing')} explained by kink crossings"] * ("kink crossing" in kinds)
+            notes += [f"{kinds.count('inherited')} inheriting rounding"] * ("inherited" in kinds)
+            notes += [f"{counted(kinds.count('loss kink'), 'finite difference')} across a kink of the loss"
+                      ] * ("loss kink" in kinds)
             shown = f" ({', '.join(notes)})" if notes else ""
             return f"parity: {len(self.rows)} tensors within tolerance{shown} ({self.dtype}){detail}"
         layer = f" ({broken.layer})" if broken.layer else ""
