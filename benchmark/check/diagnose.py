@@ -131,7 +131,7 @@ def accumulation_words(first: dict, second: dict, right_second: dict, dtype: str
 
 
 def step_words(theirs: str, moved: np.ndarray, right_move: np.ndarray, batch: int, dtype: str) -> str:
-    """Their step moved `theirs` by `moved` where p -= lr * g (g the gradient they returned) moves it by `right_move`."""
+    """Their step moved `theirs` by `moved`, where p -= lr * g (g: the right gradient) moves it by `right_move`."""
     factor = fit_factor(moved, right_move, dtype)
     if factor is None:
         return (f"your step(grads, lr) does not move {theirs} by -lr * grad (cosine {cosine(moved, right_move):.4f}; "
@@ -189,7 +189,8 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
                      "a training loop would then see altered data: work on a copy")
     broken = next((row for row in judged + e.fd_rows if not row.ok), None)
     if broken is not None and not words:
-        words.append(f"{broken.name} differs from the twin's: rel error {broken.rel_error:.2e}, cosine {broken.cosine:.4f}")
+        words.append(f"{broken.name} differs from the twin's: rel error {broken.rel_error:.2e}, "
+                     f"cosine {broken.cosine:.4f}")
     return words
 
 
@@ -215,8 +216,8 @@ def loss_findings(e: Evidence, by_name: dict) -> list[str]:
              f"{hint}): your forward pass or the declaration (TWIN {e.declaration.twin!r}, LOSS, REDUCTION, SCALE) "
              "is wrong"]
     fd_count = sum(len(row.reference) for row in e.fd_rows)
-    words.append(f"your gradients fit your own loss (finite differences agree at {fd_count} coordinates): your backward "
-                 "is right for the loss you compute; the forward or the declaration differs" if fd_fit else
+    words.append(f"your gradients fit your own loss (finite differences agree at {fd_count} coordinates): your "
+                 "backward is right for the loss you compute; the forward or the declaration differs" if fd_fit else
                  "your gradients do not fit your own loss either (finite differences: "
                  f"{next(row.name for row in e.fd_rows if not row.ok)}): the backward is wrong too")
     return words

@@ -167,7 +167,8 @@ class InMemoryModel:
                              self.child.their_traceback(error)) from error
 
     def parameters(self) -> dict[str, np.ndarray]:
-        return self._run("parameters", lambda module: {k: v.copy() for k, v in self.child.their_parameters(module).items()})
+        return self._run("parameters", lambda module: {
+            key: value.copy() for key, value in self.child.their_parameters(module).items()})
 
     def set_parameters(self, values: dict[str, np.ndarray]) -> None:
         self._run("set_parameters", self.child.set_parameters, values)

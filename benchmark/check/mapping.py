@@ -76,7 +76,8 @@ def map_parameters(their_shapes: dict[str, tuple], twin_shapes: dict[str, tuple]
     rows: dict[str, Mapped] = {}
     for theirs, name in overrides.items():
         if theirs not in their_shapes:
-            raise UserError(f"--map {theirs}={name}: you have no parameter {theirs!r}; yours: {', '.join(their_shapes)}")
+            raise UserError(f"--map {theirs}={name}: you have no parameter {theirs!r}; "
+                            f"yours: {', '.join(their_shapes)}")
         if name not in twin_shapes:
             raise UserError(f"--map {theirs}={name}: the twin has no parameter {name!r}; its: {', '.join(twin_shapes)}")
         row = make_row(theirs, their_shapes[theirs], name, twin_shapes[name], "--map")
