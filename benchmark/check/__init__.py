@@ -8,3 +8,6 @@ learner.py (their file in its own process, or their functions in memory), child.
 twin.py (TWIN/LOSS/REDUCTION/SCALE and the twin's pass), mapping.py (their names to the twin's),
 engine.py (the check), diagnose.py (the findings in words), report.py, batch.py (many files), api.py.
 """
+from benchmark.check.api import check_model  # noqa: E402
+
+__all__ = ["check_model"]
