@@ -19,6 +19,7 @@ g is "t times r" when the cosine is 1 to within rounding and g - r t is rounding
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +56,7 @@ def factor_words(factor: float, batch: int) -> str:
     """'times N = 64 (summed over the batch where ...)' or 'times 3.2'."""
     for value, name, meaning in NAMED_FACTORS:
         if abs(factor / value(batch) - 1) < 1e-3:
-            shown = f"times {name}" + (f" = {value(batch):g}" if "N" in name else "")
+            shown = f"times {name}" + {"N": f" = {batch}", "1/N": f" = 1/{batch}"}.get(name, "")
             return f"{shown}: {meaning}"
         if name == "N" and abs(-factor / batch - 1) < 1e-3:
             return f"times −N = {-batch}: the wrong sign, and summed over the batch where the loss averages"
@@ -171,16 +172,17 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
                      "the second call's gradients are wrong though the first call's were right: something is kept "
                      "from one call to the next (a cache of an earlier batch?)")
     right_first = {row.theirs: to_their_layout(row, e.passes[0][0].grads[row.twin]) for row in e.rows}
-    for row in e.rows:
-        if not by_name[f"{row.theirs}.grad"].ok:
-            words.append(gradient_words(row.theirs, row.their_shape, e.first["grads"][row.theirs],
-                                        right_first[row.theirs], row.transposed, e.batch, e.dtype))
+    words += grouped([(row.theirs, gradient_words(row.theirs, row.their_shape, e.first["grads"][row.theirs],
+                                                  right_first[row.theirs], row.transposed, e.batch, e.dtype))
+                      for row in e.rows if not by_name[f"{row.theirs}.grad"].ok])
     layers = {}
     for row in e.rows:
         layers.setdefault(row.layer, []).append(row.theirs)
     ordered = sorted(layers.items(), key=lambda item: -int(item[0].rpartition(".")[2]))
-    found = where_words([(layer, names, all(by_name[f"{name}.grad"].ok for name in names)) for layer, names in ordered],
-                        activations_between(e.declaration.model))
+    status = [(layer, names, [by_name[f"{name}.grad"].ok for name in names]) for layer, names in ordered]
+    first_wrong = next((oks for _, _, oks in status if not all(oks)), [True])
+    found = None if any(first_wrong) else where_words(  # a layer wrong in part: its gradients' findings say it
+        [(layer, names, all(oks)) for layer, names, oks in status], activations_between(e.declaration.model))
     words += [found] if found else []
     if first_ok:
         words += step_findings(e)
@@ -192,6 +194,17 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
         words.append(f"{broken.name} differs from the twin's: rel error {broken.rel_error:.2e}, "
                      f"cosine {broken.cosine:.4f}")
     return words
+
+
+def grouped(items: list[tuple[str, str]]) -> list[str]:
+    """Gradients with the same finding said once: "W1, b1, W2, b2: each gradient is the right one times N ..."."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for name, words in items:
+        rest = words.removeprefix(f"{name}'s gradient")
+        key = re.sub(r" \(cosine [^)]*\)$", "", rest) if rest != words else words
+        groups.setdefault(key, []).append((name, words))
+    return [members[0][1] if len(members) == 1 else
+            f"{', '.join(name for name, _ in members)}: each gradient{key}" for key, members in groups.items()]
 
 
 def loss_findings(e: Evidence, by_name: dict) -> list[str]:

@@ -24,6 +24,7 @@ In order, all from the learner's own initial weights:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -69,11 +70,19 @@ class CheckOptions:
     folder: str | None = None  # where a TWIN TOML path is looked up (the model file's folder)
 
 
+@functools.lru_cache(maxsize=1)
+def training_set(data_dir: str | None):
+    """MNIST, loaded once per process (a batch of checks reads it once)."""
+    from benchmark.data.mnist import load_mnist
+
+    return load_mnist(data_dir, quiet=True)
+
+
 def mnist_batches(batch: int, count: int, seed: int, dtype: str, data_dir: str | None) -> list[tuple]:
     """The first `count` batches of the seed's permutation of the MNIST training set, x in [0, 1]."""
-    from benchmark.data.mnist import as_inputs, as_labels, load_mnist
+    from benchmark.data.mnist import as_inputs, as_labels
 
-    mnist = load_mnist(data_dir, quiet=True)
+    mnist = training_set(data_dir)
     order = np.random.default_rng(seed).permutation(len(mnist.train_labels))
     return [(as_inputs(mnist.train_images[order[start:start + batch]], dtype),
              as_labels(mnist.train_labels[order[start:start + batch]])) for start in range(0, count * batch, batch)]
