@@ -21,7 +21,8 @@ def planted(folder: Path, name: str = "model.py", text: str = "", **settings) ->
     """A copy of the planted model with its settings (BUG="...", HIDDEN=[16, 16], ...) replaced."""
     source = PLANTED.read_text()
     for key, value in settings.items():
-        source, count = re.subn(rf"^{key} = .*$", f"{key} = {value!r}", source, count=1, flags=re.M)
+        shown = value if isinstance(value, str) and value.startswith("np.") else repr(value)
+        source, count = re.subn(rf"^{key} = .*$", f"{key} = {shown}", source, count=1, flags=re.M)
         assert count == 1, key
     path = folder / name
     path.write_text(source + text)
