@@ -9,11 +9,13 @@ Grammar (one notation, read by `parse_layers` and written by `format_layers`, so
 
     LIST    = ITEM "," ... "," OUTPUT       the hidden blocks in order, then the output size
     ITEM    = [COUNT "x"] UNITS [":" ACTIVATION] ["+bn"] ["+dropout" P]
-    OUTPUT  = UNITS                          no activation: the loss applies softmax
+    OUTPUT  = UNITS [":" ACTIVATION]         usually none (cross-entropy applies softmax); `10:sigmoid`
+                                            for a squared-error or binary cross-entropy output
 
 An ITEM is a block of layers of the spec's list: `linear(UNITS)`, then `batch_norm1d` if `+bn`,
-then the activation, then `dropout(P)` if `+dropoutP`; the OUTPUT is one `linear`. So
-`256:relu,10` is the list [linear 256, relu, linear 10] and names its layers layers.0 to layers.2.
+then the activation, then `dropout(P)` if `+dropoutP`; the OUTPUT is one `linear`, followed by its
+activation when it names one. So `256:relu,10` is the list [linear 256, relu, linear 10] and names
+its layers layers.0 to layers.2; `30:sigmoid,10:sigmoid` is [linear 30, sigmoid, linear 10, sigmoid].
 
 - `COUNT x` repeats the item: `3x64:tanh` is `64:tanh,64:tanh,64:tanh`.
 - ACTIVATION is one of `scratch_nn.layer_specs.ACTIVATIONS` with its default settings (default
@@ -70,13 +72,12 @@ def format_block(block: tuple[LayerSpec, ...]) -> str | None:
     linear, activation = core[0], core[-1]
     if linear != LinearSpec(linear.out_features) or activation.role != "activation":
         return None
-    if activation.type != LEAKY and activation != LAYER_SPECS[activation.type]():
+    activation_text = format_activation(activation)
+    if activation_text is None:
         return None  # an activation with settings other than its defaults (elu's alpha, ...)
     if dropout is not None and not dropout.p:
         return None  # +dropout0 adds no layer when read back
-    text = f"{linear.out_features}:{activation.type}"
-    if activation.type == LEAKY and activation.negative_slope != DEFAULT_SLOPE:
-        text += repr(float(activation.negative_slope))
+    text = f"{linear.out_features}:{activation_text}"
     if len(core) == 3:
         text += "+bn"
     if dropout is not None:
@@ -87,15 +88,22 @@ def format_block(block: tuple[LayerSpec, ...]) -> str | None:
 def format_layers(model) -> str | None:
     """The `--layers` form of a ModelSpec's list (runs of equal blocks as `8x128:sigmoid`), or None
     when the list is not hidden blocks and an output linear (see the module docstring)."""
-    starts = [index for index, layer in enumerate(model.layers) if layer.type == "linear"]
-    if not starts or starts[0] != 0 or starts[-1] != len(model.layers) - 1:
+    layers = model.layers
+    output_activation = ""
+    if len(layers) > 1 and layers[-1].role == "activation" and layers[-2].type == "linear":
+        output_activation = format_activation(layers[-1])  # `10:sigmoid`
+        if output_activation is None:
+            return None
+        layers = layers[:-1]
+    starts = [index for index, layer in enumerate(layers) if layer.type == "linear"]
+    if not starts or starts[0] != 0 or starts[-1] != len(layers) - 1:
         return None
-    output = model.layers[-1]
+    output = layers[-1]
     if output != LinearSpec(output.out_features):
         return None
     runs: list[list] = []  # [count, text]
     for start, end in zip(starts, starts[1:]):
-        text = format_block(model.layers[start:end])
+        text = format_block(layers[start:end])
         if text is None:
             return None
         if runs and runs[-1][1] == text:
@@ -103,7 +111,15 @@ def format_layers(model) -> str | None:
         else:
             runs.append([1, text])
     hidden = [f"{count}x{text}" if count > 1 else text for count, text in runs]
-    return ",".join(hidden + [str(output.out_features)])
+    return ",".join(hidden + [f"{output.out_features}{':' if output_activation else ''}{output_activation}"])
+
+
+def format_activation(activation: LayerSpec) -> str | None:
+    """`relu`, `leaky_relu0.2` (a slope other than the default), or None for other settings than the defaults."""
+    if activation.type == LEAKY:
+        slope = activation.negative_slope
+        return LEAKY + ("" if slope == DEFAULT_SLOPE else repr(float(slope)))
+    return activation.type if activation == LAYER_SPECS[activation.type]() else None
 
 
 def layers_text(model) -> str:
@@ -123,11 +139,24 @@ def parse_layers(text: str, where: str = "--layers") -> tuple[LayerSpec, ...]:
     for index, item in enumerate(items[:-1]):
         count, block = parse_item(item, f"{where} item {index + 1} {item!r}")
         layers += block * count
-    output_text, colon, _ = items[-1].partition(":")
-    if colon or "+" in output_text or "x" in output_text:
-        raise SpecError(f"{where}: the last item is the output size alone (e.g. 10), got {items[-1]!r}: "
-                        "the output layer has no activation, batch-norm or dropout (the loss applies softmax)")
-    return (*layers, LinearSpec(out_features=parse_count(output_text, "units", items[-1], where)))
+    return (*layers, *parse_output(items[-1], where))
+
+
+def parse_output(item: str, where: str) -> tuple[LayerSpec, ...]:
+    """`UNITS` -> (linear,); `UNITS:ACTIVATION` -> (linear, the activation): e.g. `10:sigmoid`."""
+    output_text, colon, activation_text = item.partition(":")
+    if "+" in item or "x" in output_text or (colon and not activation_text):
+        raise SpecError(f"{where}: the last item is the output size alone (e.g. 10) or with an output "
+                        f"activation (e.g. 10:sigmoid), got {item!r}: the output layer has no batch-norm, "
+                        "dropout or repeat count")
+    linear = LinearSpec(out_features=parse_count(output_text, "units", item, where))
+    if not colon:
+        return (linear,)
+    name, slope = parse_activation(activation_text, item, where)
+    check_choice(name, ACTIVATIONS, "activation", f"{where} output item {item!r}")
+    activation = LeakyReLUSpec(slope) if name == LEAKY else LAYER_SPECS[name]()
+    activation.check(where)
+    return (linear, activation)
 
 
 def parse_item(item: str, where: str) -> tuple[int, list[LayerSpec]]:

@@ -119,3 +119,24 @@ def test_the_report_prints_the_notation():  # sanity's header: tests/test_sanity
 
     spec = load_builtin_spec("deep-sigmoid-bn")
     assert ("p", "Layers, as --layers takes them: 8x128:sigmoid+bn,10") in spec_blocks(spec)
+
+
+@pytest.mark.parametrize("text, kinds", [
+    ("30:sigmoid,10:sigmoid", ["linear", "sigmoid", "linear", "sigmoid"]),
+    ("100:relu,10:leaky_relu0.2", ["linear", "relu", "linear", "leaky_relu"]),
+    ("10:tanh", ["linear", "tanh"]),
+])
+def test_an_output_activation_is_read_and_printed_back(text, kinds):
+    layers = parse_layers(text)
+    assert [layer.type for layer in layers] == kinds
+    assert format_layers(ModelSpec(layers=layers)) == text
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("30:sigmoid,10:", r"the last item is the output size alone \(e.g. 10\) or with an output activation"),
+    ("30:sigmoid,10:sigmoid+bn", r"no batch-norm, dropout or repeat count"),
+    ("30:sigmoid,10:softmax", r"unknown activation 'softmax'"),
+])
+def test_a_bad_output_activation_says_what_is_allowed(text, pattern):
+    with pytest.raises(SpecError, match=pattern):
+        parse_layers(text)

@@ -28,6 +28,8 @@ COMMANDS = {
     "run": ("benchmark.commands.run", "train scratch and torch side by side on MNIST and write a report"),
     "study": ("benchmark.commands.study",
               "many seeds of `svt run`: is the scratch - torch difference real? (paired statistics)"),
+    "check": ("benchmark.commands.check",
+              "check your own NumPy network (your names, your layouts) against its PyTorch twin, in words"),
     "parity": ("benchmark.commands.parity",
                "compare forward/backward/optimiser steps of scratch and torch, layer by layer"),
     "sanity": ("benchmark.commands.sanity", "run the training-sanity checks (init loss, grad check, overfit, ...)"),

@@ -14,8 +14,10 @@ from scratch_nn.spec import ACTIVATIONS, DEFAULT_SPEC, DTYPES, INITS, OPTIMIZERS
 
 # The grammar of scratch_nn.notation, which is also what `svt specs`, `describe`, `sanity` and the report print.
 LAYERS_HELP = (
-    "the hidden layers, then the output size: ITEM,...,ITEM,10 with ITEM = [COUNTx]UNITS[:ACTIVATION][+bn]"
-    "[+dropoutP], e.g. 256:relu,128:tanh,10 or 8x128:sigmoid+bn,10 or 512:leaky_relu0.2+dropout0.5,10. "
+    "the hidden layers, then the output size (optionally with an output activation, 10:sigmoid, for "
+    "squared error or binary cross-entropy on probabilities): ITEM,...,ITEM,10 with "
+    "ITEM = [COUNTx]UNITS[:ACTIVATION][+bn][+dropoutP],"
+    " e.g. 256:relu,128:tanh,10 or 8x128:sigmoid+bn,10 or 512:leaky_relu0.2+dropout0.5,10. "
     f"COUNTx repeats the layer; ACTIVATION is one of {', '.join(ACTIVATIONS)} (default relu), leaky_relu "
     "optionally with its negative slope glued on (default 0.01); +bn adds BatchNorm1d after the Linear, "
     "+dropoutP Dropout(p=P) after the activation. `svt specs`, `describe`, `sanity` and the report print "
