@@ -170,7 +170,8 @@ def fmt_error(value) -> str:
 def evaluation_blocks(record: RunRecord, frames: dict, data: dict, pngs: dict) -> list[tuple]:
     """Confusion matrices, per-class metrics, and the gallery of disagreements and mistakes."""
     blocks = [figure(pngs, "confusion.png", "Confusion matrices (row = true label, column = prediction, log "
-                     "colour) and their difference scratch - torch.", "No test predictions: no confusion matrix.")]
+                     f"colour) and their difference {' - '.join(record.sides)}.",
+                     "No test predictions: no confusion matrix.")]
     if not frames["classes"].empty:
         blocks.append(("table", classes_table(frames["classes"])))
     if data["disagreements"] == 0:
@@ -241,13 +242,14 @@ def anchor(title: str) -> str:
     return title.lower().replace(" ", "-")
 
 
-def to_html(name: str, sections: list[tuple[str, list]], pngs: dict) -> str:
+def to_html(name: str, sections: list[tuple[str, list]], pngs: dict, sides: tuple[str, str] = ("scratch", "torch")
+            ) -> str:
     """The self-contained page: inline CSS, images as data URIs, no scripts, no external links."""
     body = "\n".join(f'<section id="{anchor(title)}"><h2>{html.escape(title)}</h2>\n'
                      + "\n".join(html_block(block, pngs) for block in blocks) + "\n</section>"
                      for title, blocks in sections)
     nav = "".join(f'<a href="#{anchor(title)}">{html.escape(title)}</a>' for title, _ in sections)
-    return PAGE.substitute(title=html.escape(f"scratch vs torch: {name}"), nav=nav, body=body)
+    return PAGE.substitute(title=html.escape(f"{' vs '.join(sides)}: {name}"), nav=nav, body=body)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -273,9 +275,9 @@ def markdown_block(block: tuple) -> str:
     return f"*{block[1]}*" if kind == "note" else block[1]
 
 
-def to_markdown(name: str, sections: list[tuple[str, list]]) -> str:
+def to_markdown(name: str, sections: list[tuple[str, list]], sides: tuple[str, str] = ("scratch", "torch")) -> str:
     """The same page in Markdown, the PNGs linked by relative path."""
-    parts = [f"# scratch vs torch: {name}"]
+    parts = [f"# {' vs '.join(sides)}: {name}"]
     for title, blocks in sections:
         parts.append(f"## {title}")
         parts.extend(markdown_block(block) for block in blocks)

@@ -236,8 +236,8 @@ def write_contents(record: RunRecord, folder: Path, finalize: Callable[[RunRecor
     (folder / "summary.json").write_text(json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n",
                                          encoding="utf-8")
     sections = page.sections(record, frames, data, pngs)
-    (folder / "report.html").write_text(page.to_html(record.spec.name, sections, pngs), encoding="utf-8")
-    (folder / "report.md").write_text(page.to_markdown(record.spec.name, sections), encoding="utf-8")
+    (folder / "report.html").write_text(page.to_html(record.spec.name, sections, pngs, record.sides), encoding="utf-8")
+    (folder / "report.md").write_text(page.to_markdown(record.spec.name, sections, record.sides), encoding="utf-8")
 
 
 def folder_name(record: RunRecord, name: str | None) -> str:

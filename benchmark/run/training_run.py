@@ -81,15 +81,16 @@ def train_side_by_side(spec: Spec, train: tuple[np.ndarray, np.ndarray], test: t
         scratch, torch_side = sides
     record = RunRecord(spec=spec, environment=environment(), sides=(scratch.name, torch_side.name))
     parity = parity or scratch_parity
-    seconds = {"scratch": 0.0, "torch": 0.0}
+    seconds = dict.fromkeys(record.sides, 0.0)
     x, y = train
     batch_size, first_step = spec.train.batch_size, 1
-    losses = {"scratch": "-", "torch": "-"}
+    losses = dict.fromkeys(record.sides, "-")
     for number in range(1, spec.train.epochs + 1):
         order = rng.permutation(len(x))
         epoch = Epoch(number, first_step, [order[start:start + batch_size] for start in range(0, len(x), batch_size)])
         steps = len(epoch.batches)  # one bar for both turns: say so, or 2 x 469 reads as 938 batches
-        bar = tqdm(total=2 * steps, desc=f"epoch {number}/{spec.train.epochs} (scratch {steps} + torch {steps})",
+        first, second = record.sides
+        bar = tqdm(total=2 * steps, desc=f"epoch {number}/{spec.train.epochs} ({first} {steps} + {second} {steps})",
                    disable=quiet, leave=False, unit="step", mininterval=0.5)
         bar.losses = losses  # the latest loss of each side, shown on the bar
         totals = {}
@@ -212,7 +213,7 @@ def record_diagnostics(record: RunRecord, step: int, side) -> None:
 def divergence_message(record: RunRecord, step: int) -> str:
     """Which side's loss stopped being finite at `step`, its last finite loss, and what to try."""
     at_step = {row["side"]: row["loss"] for row in record.steps if row["step"] == step}
-    side = next(name for name in ("scratch", "torch") if not math.isfinite(at_step.get(name, 0.0)))
+    side = next(name for name in record.sides if not math.isfinite(at_step.get(name, 0.0)))
     finite = [row["loss"] for row in record.steps if row["side"] == side and math.isfinite(row["loss"])]
     last = f"the last finite loss was {finite[-1]:.4g}" if finite else "no step had a finite loss"
     return (f"the {side} loss became {at_step[side]} at step {step} ({last}); training diverged: "
