@@ -2,6 +2,12 @@
 
     svt run [--spec NAME|FILE | --layers ...] [--epochs N] [--dtype ...] [--out DIR] [--name NAME]
             [--data-dir DIR] [--check-every K] [--train-limit N] [--test-limit N] [--quiet]
+    svt run --model FILE.py [--lr LR] [--epochs N] [--batch-size B] [--seed S] [--map ...] [--timeout T] ...
+
+With `--model`, the learner's own model file (the interface of `svt check`, docs/check.md; `forward`
+is required here) is trained against its twin instead of the scratch model: their initial weights,
+their step (or SGD at --lr), the twin with SGD at the same lr; the same report folder, the first
+side named after their file (`benchmark.check.training`, `run_model` below).
 
 Identical start and identical data: the torch model gets the scratch model's initial weights, and
 both see the same batches in the same order (one permutation per epoch from the one seeded
@@ -55,6 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "replaced only when the new report is complete")
     add_data_dir_argument(group)
     add_slice_arguments(group, "no progress bars")
+    model = parser.add_argument_group("your own model (instead of the scratch model)")
+    model.add_argument("--model", default=None, metavar="FILE.py",
+                       help="train your model file (TWIN, parameters(), loss_and_grads(x, y), forward(x); "
+                            "see docs/check.md) against its twin; training: SGD, --lr (default 0.1), --epochs "
+                            "(default 5), --batch-size (default 64), --seed (default 0)")
+    model.add_argument("--map", default=None, metavar="THEIRS=TWIN,...",
+                       help="with --model: fix the mapping of some parameters, e.g. W1=layers.0.weight")
+    model.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="with --model: time allowed for loading the file and for each call into it (default: 60)")
 
 
 def check_input(args: argparse.Namespace, spec: Spec) -> None:
@@ -85,12 +100,23 @@ def check_input(args: argparse.Namespace, spec: Spec) -> None:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()  # the whole run is timed: loading the data and the report included
+    if args.model is not None:
+        from benchmark.commands.run_model import run_model
+
+        return run_model(args, started)
+    if args.map is not None:
+        raise UserError("--map is for --model (the mapping of your parameters to the twin's)")
     spec = spec_from_args(args)
     check_input(args, spec)
     try:
         record, path = train_and_report(args, spec, started)
     except KeyboardInterrupt:  # the report folder is built aside: nothing half-written is left
         raise Interrupted("no report written; the previous one, if any, is untouched") from None
+    return finish_run(record, path)
+
+
+def finish_run(record: RunRecord, path: Path) -> int:
+    """The summary on the terminal; exit 1 when training stopped early."""
     print_summary(record, path)
     if record.stopped:
         print(f"svt run: stopped: {record.stopped}", file=sys.stderr, flush=True)
@@ -98,8 +124,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_and_report(args: argparse.Namespace, spec: Spec, started: float) -> tuple[RunRecord, Path]:
-    """Load MNIST, train both sides, write the report folder; return the record and the folder."""
+def train_and_report(args: argparse.Namespace, spec: Spec, started: float, sides=None) -> tuple[RunRecord, Path]:
+    """Load MNIST, train both sides, write the report folder; return the record and the folder.
+    `sides`: a function of the training data -> (sides, parity function), for `--model` (see
+    `benchmark.run.training_run`); by default the scratch model of `spec` and its twin."""
     from benchmark.data.mnist import as_inputs, as_labels, load_mnist
     from benchmark.report.writer import write_report
     from benchmark.run.training_run import train_side_by_side
@@ -110,28 +138,36 @@ def train_and_report(args: argparse.Namespace, spec: Spec, started: float) -> tu
     test_x = as_inputs(mnist.test_images[:args.test_limit], spec.model.dtype, shape=spec.model.input_shape)
     test_y = as_labels(mnist.test_labels[:args.test_limit])
     full_data = args.train_limit is None and args.test_limit is None
+    built, parity = sides(train_x, train_y) if sides else (None, None)
 
     def finalize(record: RunRecord) -> None:  # called by the report writer once the plots are drawn
         record.seconds_total = time.perf_counter() - started
-        record.targets = targets(record, spec, full_data)
+        record.targets = targets(record, spec, full_data, learner=sides is not None)
 
     # A diverging run overflows inside NumPy (and its report takes norms of non-finite weights): the
     # losses show it, the run checks them after every step and says so in its own words
     # (record.stopped), so NumPy's warnings would only be noise before that message.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         record = train_side_by_side(spec, (train_x, train_y), (test_x, test_y), check_every=args.check_every,
-                                    quiet=args.quiet)
+                                    quiet=args.quiet, sides=built, parity=parity)
         record.test_images = mnist.test_images[:args.test_limit]
         path = write_report(record, Path(args.out), name=args.name, finalize=finalize)
     return record, path
 
 
-def targets(record: RunRecord, spec: Spec, full_data: bool) -> list[dict]:
-    """The issue's targets for this run, each with the measured value and whether it holds."""
+def targets(record: RunRecord, spec: Spec, full_data: bool, learner: bool = False) -> list[dict]:
+    """The issue's targets for this run, each with the measured value and whether it holds. A
+    learner's model (`--model`, issue 24) has one: its accuracy within 0.3 pp of its twin's."""
     if record.stopped or not record.predictions:
         return []
     accuracy = {side: float(np.mean(record.predictions[side] == record.test_labels)) for side in record.predictions}
-    difference = 100 * abs(accuracy["scratch"] - accuracy["torch"])
+    first, second = record.sides
+    difference = 100 * abs(accuracy[first] - accuracy[second])
+    if learner:
+        rows = [{"target": f"|accuracy difference| <= {TARGET_DIFFERENCE_PP} pp", "measured": f"{difference:.2f} pp",
+                 "holds": difference <= TARGET_DIFFERENCE_PP}]
+        return [{**row, "target": row["target"] + " (on a subset: not the real target)"} if not full_data else row
+                for row in rows]
     cnn = any(layer.type == "conv2d" for layer in spec.model.layers)
     least, most_pp, seconds = ((CNN_TARGETS["accuracy"], CNN_TARGETS["difference_pp"], CNN_TARGETS["seconds"]) if cnn
                                else (TARGET_ACCURACY, TARGET_DIFFERENCE_PP, TARGET_SECONDS))
@@ -163,8 +199,9 @@ def print_summary(record: RunRecord, path: Path) -> None:
     """The answer first, on the terminal: accuracies, difference, parity, where the report is."""
     if record.predictions:
         accuracy = {side: float(np.mean(pred == record.test_labels)) for side, pred in record.predictions.items()}
-        print(f"test accuracy: scratch {accuracy['scratch']:.2%}, torch {accuracy['torch']:.2%} "
-              f"(difference {100 * (accuracy['scratch'] - accuracy['torch']):+.2f} pp)")
+        first, second = record.sides
+        print(f"test accuracy: {first} {accuracy[first]:.2%}, {second} {accuracy[second]:.2%} "
+              f"(difference {100 * (accuracy[first] - accuracy[second]):+.2f} pp)")
     print(f"gradient parity: {record.parity_verdict}")
     for row in getattr(record, "targets", []):
         print(f"  {'ok  ' if row['holds'] else 'MISS'} {row['target']}: {row['measured']}")

@@ -22,7 +22,7 @@ from string import Template
 import pandas as pd
 
 from benchmark.report.layer_table import COLUMNS, layer_rows
-from benchmark.report.record import SIDES, RunRecord
+from benchmark.report.record import RunRecord
 from scratch_nn.notation import format_layers, layers_text
 from scratch_nn.spec import Spec, settings_in_use
 
@@ -85,9 +85,9 @@ def verdict(record: RunRecord, data: dict) -> list[tuple]:
     """The answer first: each side's test accuracy, their difference, gradient parity, agreement."""
     blocks = [("alert", f"Training stopped early: {record.stopped}")] if record.stopped else []
     sides, count = data["sides"], data["test_images"]
-    facts = [(f"{side} test accuracy", percent(sides[side]["test_accuracy"])) for side in SIDES]
+    facts = [(f"{side} test accuracy", percent(sides[side]["test_accuracy"])) for side in record.sides]
     difference = data["accuracy_difference_pp"]
-    facts.append(("difference (scratch - torch)", "-" if difference is None else f"{difference:+.2f} pp"))
+    facts.append((f"difference ({' - '.join(record.sides)})", "-" if difference is None else f"{difference:+.2f} pp"))
     facts.append(("gradient parity", record.parity_verdict or "no parity check recorded"))
     if data["disagreements"] is not None:
         disagree = data["disagreements"]
@@ -98,7 +98,7 @@ def verdict(record: RunRecord, data: dict) -> list[tuple]:
     if record.targets:
         blocks.append(("table", pd.DataFrame([{"target": row["target"], "measured": row["measured"],
                                                "holds": "yes" if row["holds"] else "NO"} for row in record.targets])))
-    missing = [side for side in SIDES if sides[side]["test_accuracy"] is None]
+    missing = [side for side in record.sides if sides[side]["test_accuracy"] is None]
     if missing:
         blocks.append(("p", f"No final test evaluation of {' and '.join(missing)}: without test predictions there "
                             "are no confusion matrices, per-class metrics, disagreements or gallery for it. "
@@ -140,11 +140,11 @@ def key_value_table(values: dict, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame([(key, *(fmt(value) for value in row)) for key, row in values.items()], columns=columns)
 
 
-def timing_table(timing: dict[str, dict]) -> pd.DataFrame:
+def timing_table(timing: dict[str, dict], sides: tuple[str, str]) -> pd.DataFrame:
     """One row per measure recorded in `record.timing`, one column per side."""
-    keys = list(dict.fromkeys(key for side in SIDES for key in timing.get(side, {})))
-    return key_value_table({key: [timing.get(side, {}).get(key) for side in SIDES] for key in keys},
-                           ["measure", *SIDES])
+    keys = list(dict.fromkeys(key for side in sides for key in timing.get(side, {})))
+    return key_value_table({key: [timing.get(side, {}).get(key) for side in sides] for key in keys},
+                           ["measure", *sides])
 
 
 def parity_table(parity: pd.DataFrame) -> pd.DataFrame:
@@ -170,7 +170,8 @@ def fmt_error(value) -> str:
 def evaluation_blocks(record: RunRecord, frames: dict, data: dict, pngs: dict) -> list[tuple]:
     """Confusion matrices, per-class metrics, and the gallery of disagreements and mistakes."""
     blocks = [figure(pngs, "confusion.png", "Confusion matrices (row = true label, column = prediction, log "
-                     "colour) and their difference scratch - torch.", "No test predictions: no confusion matrix.")]
+                     f"colour) and their difference {' - '.join(record.sides)}.",
+                     "No test predictions: no confusion matrix.")]
     if not frames["classes"].empty:
         blocks.append(("table", classes_table(frames["classes"])))
     if data["disagreements"] == 0:
@@ -185,7 +186,7 @@ def evaluation_blocks(record: RunRecord, frames: dict, data: dict, pngs: dict) -
 
 def sections(record: RunRecord, frames: dict, data: dict, pngs: dict) -> list[tuple[str, list]]:
     """The whole page as (title, blocks), in reading order."""
-    timing = timing_table(record.timing)
+    timing = timing_table(record.timing, record.sides)
     environment = key_value_table({key: [value] for key, value in record.environment.items()}, ["setting", "value"])
     return [
         ("Verdict", verdict(record, data)),
@@ -241,13 +242,14 @@ def anchor(title: str) -> str:
     return title.lower().replace(" ", "-")
 
 
-def to_html(name: str, sections: list[tuple[str, list]], pngs: dict) -> str:
+def to_html(name: str, sections: list[tuple[str, list]], pngs: dict, sides: tuple[str, str] = ("scratch", "torch")
+            ) -> str:
     """The self-contained page: inline CSS, images as data URIs, no scripts, no external links."""
     body = "\n".join(f'<section id="{anchor(title)}"><h2>{html.escape(title)}</h2>\n'
                      + "\n".join(html_block(block, pngs) for block in blocks) + "\n</section>"
                      for title, blocks in sections)
     nav = "".join(f'<a href="#{anchor(title)}">{html.escape(title)}</a>' for title, _ in sections)
-    return PAGE.substitute(title=html.escape(f"scratch vs torch: {name}"), nav=nav, body=body)
+    return PAGE.substitute(title=html.escape(f"{' vs '.join(sides)}: {name}"), nav=nav, body=body)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -273,9 +275,9 @@ def markdown_block(block: tuple) -> str:
     return f"*{block[1]}*" if kind == "note" else block[1]
 
 
-def to_markdown(name: str, sections: list[tuple[str, list]]) -> str:
+def to_markdown(name: str, sections: list[tuple[str, list]], sides: tuple[str, str] = ("scratch", "torch")) -> str:
     """The same page in Markdown, the PNGs linked by relative path."""
-    parts = [f"# scratch vs torch: {name}"]
+    parts = [f"# {' vs '.join(sides)}: {name}"]
     for title, blocks in sections:
         parts.append(f"## {title}")
         parts.extend(markdown_block(block) for block in blocks)

@@ -22,6 +22,12 @@ LINESTYLES = {"scratch": "-", "torch": "--"}  # for plots where colour already m
 ALL_PARAMETERS = "all parameters as one vector (drift.csv: all)"
 
 
+def _style(table: dict, side: str):
+    """A side's colour, marker or line style: the side compared with torch is drawn as scratch is,
+    whatever its name (`svt run --model` names it after the learner's file)."""
+    return table.get(side, table["scratch"])
+
+
 def _finite(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     """The rows whose `column` is a finite number (diverged runs log nan/inf losses)."""
     values = pd.to_numeric(frame[column], errors="coerce")
@@ -29,9 +35,8 @@ def _finite(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _by_side(frame: pd.DataFrame, order: str):
-    """(side, rows sorted by `order`) with scratch first, so legends always read the same way."""
-    present = set(frame["side"])
-    for side in [side for side in COLORS if side in present] + sorted(present - set(COLORS), key=str):
+    """(side, rows sorted by `order`) with torch last, so legends always read the same way."""
+    for side in sorted(set(frame["side"]), key=lambda side: (side == "torch", str(side))):
         yield side, frame[frame["side"] == side].sort_values(order, kind="stable")
 
 
@@ -54,10 +59,10 @@ def loss_steps(steps: pd.DataFrame) -> Figure | None:
                      label=f"loss not finite (step {diverged.min()})")
     span = max(5, steps["step"].nunique() // 50)  # the average reaches back ~1/50 of the run
     for side, rows in _by_side(steps, "step"):
-        color = COLORS.get(side, "gray")
+        color = _style(COLORS, side)
         axis.plot(rows["step"], rows["loss"], color=color, linewidth=0.5, alpha=0.3)
         smooth = rows["loss"].ewm(span=span).mean()
-        axis.plot(rows["step"], smooth, color=color, linestyle=LINESTYLES.get(side, "-"),
+        axis.plot(rows["step"], smooth, color=color, linestyle=_style(LINESTYLES, side),
                   linewidth=1.6, label=f"{side} (EMA, span {span})")
     _log_if_positive(axis, steps["loss"])
     axis.set(xlabel="step", ylabel="training loss", title="Loss per step (raw and smoothed)")
@@ -73,10 +78,10 @@ def epochs(per_epoch: pd.DataFrame) -> Figure | None:
         return None
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
     for side, rows in _by_side(per_epoch, "epoch"):
-        color = COLORS.get(side, "gray")
+        color = _style(COLORS, side)
         for split, style in (("train", "-"), ("test", "--")):
             for axis, column in ((loss_axis, f"{split}_loss"), (accuracy_axis, f"{split}_accuracy")):
-                axis.plot(rows["epoch"], rows[column], style, marker=MARKERS.get(side, "."), markersize=5,
+                axis.plot(rows["epoch"], rows[column], style, marker=_style(MARKERS, side), markersize=5,
                           color=color, label=f"{side} {split}")
     loss_axis.set(xlabel="epoch", ylabel="loss", title="Loss per epoch")
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="Accuracy per epoch")
@@ -96,15 +101,16 @@ def _annotate(axis, matrix: np.ndarray, skip_zero: bool) -> None:
 
 def confusion(matrices: dict[str, np.ndarray]) -> Figure | None:
     """Each side's confusion matrix (row = true, column = predicted; log colour so the rare mistakes
-    show), and the difference scratch - torch when both exist."""
+    show), and the difference scratch - torch (first side - second) when both exist."""
     if not matrices:
         return None
     panels = list(matrices.items())
     if len(matrices) == 2:
-        panels.append(("scratch - torch", matrices["scratch"] - matrices["torch"]))
+        first, second = matrices
+        panels.append((f"{first} - {second}", matrices[first] - matrices[second]))
     figure, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.4), squeeze=False)
-    for axis, (title, matrix) in zip(axes[0], panels):
-        if title == "scratch - torch":
+    for index, (axis, (title, matrix)) in enumerate(zip(axes[0], panels)):
+        if index == 2:  # the difference
             limit = max(1, int(np.abs(matrix).max()))
             image = axis.imshow(matrix, cmap="RdBu_r", norm=TwoSlopeNorm(0, -limit, limit))
         else:
@@ -128,11 +134,11 @@ def grad_norms(layers: pd.DataFrame) -> Figure | None:
     figure, axis = plt.subplots(figsize=(10, 4.2))
     for (parameter, side), group in rows.sort_values("step").groupby(["parameter", "side"], sort=False):
         axis.plot(group["step"], group["grad_norm"], color=colors[parameters.index(parameter)],
-                  linestyle=LINESTYLES.get(side, ":"), linewidth=1.2,
-                  label=parameter if side == "scratch" else None)
+                  linestyle=_style(LINESTYLES, side), linewidth=1.2,
+                  label=parameter if side != "torch" else None)
     _log_if_positive(axis, rows["grad_norm"])
-    axis.plot([], [], "k-", label="scratch")
-    axis.plot([], [], "k--", label="torch")
+    for side, _ in _by_side(rows, "step"):
+        axis.plot([], [], "k", linestyle=_style(LINESTYLES, side), label=side)
     axis.set(xlabel="step", ylabel="gradient norm ||dL/dW||", title="Gradient norm per weight")
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize=7, ncol=2 if len(parameters) > 8 else 1, loc="center left", bbox_to_anchor=(1, 0.5))
@@ -193,7 +199,7 @@ def units(per_layer: pd.DataFrame) -> Figure | None:
             if group.empty:
                 continue
             axis.plot(group["step"], group[column], color=colors[layers.index(layer)],
-                      linestyle=LINESTYLES.get(side, ":"), label=f"{layer} ({group['activation'].iloc[0]}) {side}")
+                      linestyle=_style(LINESTYLES, side), label=f"{layer} ({group['activation'].iloc[0]}) {side}")
         axis.set(xlabel="step", title=title, ylim=(-0.02, 1.02))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)

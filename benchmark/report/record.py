@@ -1,7 +1,8 @@
 """What a comparison run records: the one object `svt run` fills and `benchmark.report.writer` writes out.
 
 Tables are lists of flat dicts (one row per observation, "tidy"), so each becomes a CSV readable
-with `pandas.read_csv` with no reshaping. `side` is always "scratch" or "torch".
+with `pandas.read_csv` with no reshaping. `side` is one of `record.sides`: "scratch" and "torch",
+or in `svt run --model` the learner's file name and "torch".
 """
 from __future__ import annotations
 
@@ -60,3 +61,4 @@ class RunRecord:
     stopped: str | None = None      # why training stopped early (divergence), or None
     targets: list[dict] = field(default_factory=list)  # {"target", "measured", "holds"}: the run's own checks
     seconds_total: float = 0.0
+    sides: tuple[str, str] = SIDES  # the two sides' names, the one compared first ("scratch", "my_net.py")

@@ -30,13 +30,14 @@ import pandas as pd
 from benchmark.core.files import folder_written_atomically
 from benchmark.core.jsonio import json_ready
 from benchmark.report import page, plots
-from benchmark.report.record import COLUMNS, SIDES, RunRecord
+from benchmark.report.record import COLUMNS, RunRecord
 from scratch_nn.spec import to_dict
 
 GALLERY_DISAGREEMENTS = 16   # images shown in the gallery; the CSV lists every disagreement
 GALLERY_MISTAKES = 8         # most confident mistakes shown per side
 CLASSES_COLUMNS = ["side", "class", "precision", "recall", "f1", "support"]
-DISAGREEMENT_COLUMNS = ["index", "label", "pred_scratch", "pred_torch", "conf_scratch", "conf_torch"]
+DISAGREEMENT_COLUMNS = ["index", "label", "pred_scratch", "pred_torch", "conf_scratch", "conf_torch"]  # named
+# after record.sides: in `svt run --model` pred_<their file>, ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def evaluated_sides(record: RunRecord) -> list[str]:
     """The sides with a final test evaluation (predictions and the labels to score them)."""
     if record.test_labels is None:
         return []
-    return [side for side in SIDES if record.predictions.get(side) is not None]
+    return [side for side in record.sides if record.predictions.get(side) is not None]
 
 
 def confidence(record: RunRecord, side: str) -> np.ndarray:
@@ -103,7 +104,7 @@ def final_metrics(record: RunRecord, epochs: pd.DataFrame) -> dict[str, dict]:
     """Per side: test accuracy (from the final predictions), test loss (last epoch row), train
     seconds and peak memory (record.timing, else summed/maxed over the epoch rows)."""
     evaluated, metrics = evaluated_sides(record), {}
-    for side in SIDES:
+    for side in record.sides:
         rows, timing = epochs[epochs["side"] == side].sort_values("epoch"), record.timing.get(side, {})
         accuracy = None
         if side in evaluated:
@@ -129,12 +130,14 @@ def tables(record: RunRecord) -> dict[str, pd.DataFrame]:
         classes.append(pd.DataFrame({"side": side, "class": range(10), **per_class_metrics(matrix)}))
     frames["classes"] = (pd.concat(classes, ignore_index=True) if classes else
                          pd.DataFrame(columns=CLASSES_COLUMNS))
-    disagreement = {column: [] for column in DISAGREEMENT_COLUMNS}
+    first, second = record.sides
+    columns = [column.replace("scratch", first).replace("torch", second) for column in DISAGREEMENT_COLUMNS]
+    disagreement = {column: [] for column in columns}
     if len(evaluated) == 2:
-        index = disagreements(record.predictions["scratch"], record.predictions["torch"])
+        index = disagreements(record.predictions[first], record.predictions[second])
         disagreement = {"index": index, "label": record.test_labels[index],
-                        **{f"pred_{side}": record.predictions[side][index] for side in SIDES},
-                        **{f"conf_{side}": confidence(record, side)[index] for side in SIDES}}
+                        **{f"pred_{side}": record.predictions[side][index] for side in record.sides},
+                        **{f"conf_{side}": confidence(record, side)[index] for side in record.sides}}
     frames["disagreements"] = pd.DataFrame(disagreement)
     return frames
 
@@ -142,11 +145,11 @@ def tables(record: RunRecord) -> dict[str, pd.DataFrame]:
 def summary(record: RunRecord, frames: dict[str, pd.DataFrame]) -> dict:
     """summary.json: the spec, the environment, the final metrics per side and the verdicts."""
     metrics = final_metrics(record, frames["epochs"])
-    for side in SIDES:
+    for side in record.sides:
         metrics[side]["per_class"] = None
     for side, rows in frames["classes"].groupby("side"):
         metrics[side]["per_class"] = {key: rows[key].tolist() for key in ("precision", "recall", "f1", "support")}
-    accuracies = [metrics[side]["test_accuracy"] for side in SIDES]
+    accuracies = [metrics[side]["test_accuracy"] for side in record.sides]
     both = None not in accuracies
     return {"spec": to_dict(record.spec), "environment": record.environment, "sides": metrics,
             "accuracy_difference_pp": 100 * (accuracies[0] - accuracies[1]) if both else None,
@@ -189,7 +192,7 @@ def gallery_groups(record: RunRecord, frames: dict[str, pd.DataFrame]) -> list[t
         return "\n".join(lines)
 
     shown = frames["disagreements"]["index"].to_numpy()[:GALLERY_DISAGREEMENTS]
-    groups = [("Where scratch and torch disagree", [(int(i), caption(i)) for i in shown])]
+    groups = [(f"Where {' and '.join(record.sides)} disagree", [(int(i), caption(i)) for i in shown])]
     for side in evaluated:
         if record.probabilities.get(side) is not None:
             worst = confident_mistakes(record.probabilities[side], record.test_labels, GALLERY_MISTAKES)
@@ -233,8 +236,8 @@ def write_contents(record: RunRecord, folder: Path, finalize: Callable[[RunRecor
     (folder / "summary.json").write_text(json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n",
                                          encoding="utf-8")
     sections = page.sections(record, frames, data, pngs)
-    (folder / "report.html").write_text(page.to_html(record.spec.name, sections, pngs), encoding="utf-8")
-    (folder / "report.md").write_text(page.to_markdown(record.spec.name, sections), encoding="utf-8")
+    (folder / "report.html").write_text(page.to_html(record.spec.name, sections, pngs, record.sides), encoding="utf-8")
+    (folder / "report.md").write_text(page.to_markdown(record.spec.name, sections, record.sides), encoding="utf-8")
 
 
 def folder_name(record: RunRecord, name: str | None) -> str:

@@ -1,10 +1,16 @@
 """The training loop of `svt run`: both sides over the same batches, epoch by epoch, recording as it goes.
 
     record = train_side_by_side(spec, (train_x, train_y), (test_x, test_y), check_every=50)
+    record = train_side_by_side(spec, train, test, sides=(learner_side, torch_side), parity=learner_parity)
 
 One `numpy.random.Generator(spec.train.seed)` draws, in this order: the initial weights (scratch
 side; torch copies them), then per epoch one permutation of the training set (both sides use it),
 and within each step the dropout masks (scratch side; torch applies the same ones).
+
+With `sides` given (`svt run --model`: a `benchmark.sides.learner.LearnerSide` and the TorchSide
+of its twin, built from the learner's initial weights), the generator draws only the permutations,
+and `parity(first_side, x, y)` gives the rows of each parity check (`learner_parity`); the first
+side is called "scratch" in this module's code, whatever its name.
 
 Each epoch runs first on the scratch side, then on the torch side, over the same batches. Taking
 turns by epoch rather than by step keeps the two thread pools out of each other's way: NumPy's
@@ -60,33 +66,41 @@ class Epoch:
 
 
 def train_side_by_side(spec: Spec, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
-                       check_every: int = 50, quiet: bool = False) -> RunRecord:
+                       check_every: int = 50, quiet: bool = False, sides: tuple | None = None,
+                       parity=None) -> RunRecord:
     """Train both sides for `spec.train.epochs` epochs; returns what was recorded (also when a
-    loss stops being finite: then `record.stopped` says where, and there is no test evaluation)."""
+    loss stops being finite: then `record.stopped` says where, and there is no test evaluation).
+    `sides` and `parity`: see the module docstring (default: the scratch model of `spec` and its twin)."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(spec.train.seed)
-    scratch = ScratchSide(spec, rng)
-    torch_side = TorchSide(spec, scratch.model.state_dict())  # the same initial weights, exactly
-    record = RunRecord(spec=spec, environment=environment())
-    seconds = {"scratch": 0.0, "torch": 0.0}
+    if sides is None:
+        scratch = ScratchSide(spec, rng)
+        torch_side = TorchSide(spec, scratch.model.state_dict())  # the same initial weights, exactly
+    else:
+        scratch, torch_side = sides
+    record = RunRecord(spec=spec, environment=environment(), sides=(scratch.name, torch_side.name))
+    parity = parity or scratch_parity
+    seconds = dict.fromkeys(record.sides, 0.0)
     x, y = train
     batch_size, first_step = spec.train.batch_size, 1
     for number in range(1, spec.train.epochs + 1):
         order = rng.permutation(len(x))
         epoch = Epoch(number, first_step, [order[start:start + batch_size] for start in range(0, len(x), batch_size)])
         steps = len(epoch.batches)  # one bar for both turns: say so, or 2 x 469 reads as 938 batches
-        bar = tqdm(total=2 * steps, desc=f"epoch {number}/{spec.train.epochs} (scratch {steps} + torch {steps})",
+        first, second = record.sides
+        bar = tqdm(total=2 * steps, desc=f"epoch {number}/{spec.train.epochs} ({first} {steps} + {second} {steps})",
                    disable=quiet, leave=False, unit="step", mininterval=0.5)
         # The latest loss of each side in this epoch: torch's shows "-" until its turn starts, not the
         # previous epoch's loss beside scratch's current one.
-        bar.losses = {"scratch": "-", "torch": "-"}
+        bar.losses = dict.fromkeys(record.sides, "-")
         totals = {}
         try:
             for side in (scratch, torch_side):
                 if side is torch_side:
                     settle()  # OpenBLAS's threads still spin after scratch's turn: they would slow torch's
-                totals[side.name] = run_epoch(record, side, scratch, epoch, train, check_every, seconds, bar)
+                totals[side.name] = run_epoch(record, side, scratch, epoch, train, check_every, seconds, bar,
+                                              parity)
         finally:  # Ctrl-C too: the bar is cleared before the CLI's line
             bar.close()
         record.steps.sort(key=lambda row: row["step"])  # stable: scratch before torch within a step
@@ -104,7 +118,7 @@ def train_side_by_side(spec: Spec, train: tuple[np.ndarray, np.ndarray], test: t
 
 
 def run_epoch(record: RunRecord, side, scratch: ScratchSide, epoch: Epoch, train, check_every: int,
-              seconds: dict, bar) -> list:
+              seconds: dict, bar, parity) -> list:
     """One side's turn over the epoch's batches; returns [sum of loss * batch size, correct]."""
     x, y = train
     totals = [0.0, 0]
@@ -115,7 +129,7 @@ def run_epoch(record: RunRecord, side, scratch: ScratchSide, epoch: Epoch, train
         observe = step == 1 or step % check_every == 0
         if observe:
             with side.instrumentation:
-                look_inside(record, step, side, scratch, epoch, xb, yb)
+                look_inside(record, step, side, scratch, epoch, xb, yb, parity)
         masks = masks_for(scratch, epoch.keeps[index]) if side is not scratch and epoch.keeps else {}
         loss, correct, training = timed_step(side, scratch, xb, yb, masks, observe, observe or step == 2)
         seconds[side.name] += training
@@ -169,14 +183,12 @@ def masks_for(scratch: ScratchSide, keeps: dict[str, np.ndarray]) -> dict[str, n
 
 
 def look_inside(record: RunRecord, step: int, side, scratch: ScratchSide, epoch: Epoch,
-                x: np.ndarray, y: np.ndarray) -> None:
+                x: np.ndarray, y: np.ndarray, parity) -> None:
     """Scratch's turn: gradient parity on this batch (scratch's weights on both implementations),
     and keep its weights. Torch's turn: the drift between those and torch's own weights."""
-    from benchmark.parity.engine import gradient_parity
-
     if side is scratch:
         with np.errstate(all="ignore"):  # a diverging run shows up in the losses, checked after the step
-            report = gradient_parity(scratch.model, x, y, l1=record.spec.train.l1)
+            report = parity(scratch, x, y)
         record.parity += [{"step": step, "tensor": row["name"], "shape": "x".join(map(str, row["shape"])),
                            "max_abs_diff": row["max_abs"], **{key: row[key] for key in (
                                "rel_error", "scratch_vs_f64", "torch_vs_f64", "tolerance", "cosine", "ok",
@@ -187,6 +199,13 @@ def look_inside(record: RunRecord, step: int, side, scratch: ScratchSide, epoch:
         record.drift += [{"step": step, **row} for row in drift_rows(epoch.weights.pop(step), side.weights())]
 
 
+def scratch_parity(scratch: ScratchSide, x: np.ndarray, y: np.ndarray):
+    """The parity engine's report on one batch: the scratch model and its twin from the same weights."""
+    from benchmark.parity.engine import gradient_parity
+
+    return gradient_parity(scratch.model, x, y, l1=scratch.l1)
+
+
 def record_diagnostics(record: RunRecord, step: int, side) -> None:
     record.layers += [{"step": step, "side": side.name, **row} for row in side.diagnostics["parameters"]]
     record.units += [{"step": step, "side": side.name, **row} for row in side.diagnostics["units"]]
@@ -195,7 +214,7 @@ def record_diagnostics(record: RunRecord, step: int, side) -> None:
 def divergence_message(record: RunRecord, step: int) -> str:
     """Which side's loss stopped being finite at `step`, its last finite loss, and what to try."""
     at_step = {row["side"]: row["loss"] for row in record.steps if row["step"] == step}
-    side = next(name for name in ("scratch", "torch") if not math.isfinite(at_step.get(name, 0.0)))
+    side = next(name for name in record.sides if not math.isfinite(at_step.get(name, 0.0)))
     finite = [row["loss"] for row in record.steps if row["side"] == side and math.isfinite(row["loss"])]
     last = f"the last finite loss was {finite[-1]:.4g}" if finite else "no step had a finite loss"
     return (f"the {side} loss became {at_step[side]} at step {step} ({last}); training diverged: "

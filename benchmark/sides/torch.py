@@ -53,9 +53,12 @@ class TorchSide:
     name = "torch"
 
     def __init__(self, spec: Spec, state: dict[str, np.ndarray] | None = None, *, dtype: str | None = None,
-                 training: bool = True, scheduled: bool = True) -> None:
+                 training: bool = True, scheduled: bool = True, loss_fn=None, probabilities=None) -> None:
         """`state`: the scratch side's `state_dict()` to start from. `scheduled=False` builds no lr
-        scheduler (the bench times steps, and a torch scheduler wraps `optimizer.step` in a counter)."""
+        scheduler (the bench times steps, and a torch scheduler wraps `optimizer.step` in a counter).
+        `loss_fn` (output, targets) -> loss replaces the spec's loss, and `probabilities` (a function of
+        the outputs) the softmax of `evaluate`: the twin of a learner's model (`svt run --model`)
+        takes the loss the model file declares."""
         import torch
 
         import torch_ref
@@ -65,10 +68,11 @@ class TorchSide:
         self.memory = SideMemory(self.instrumentation)
         with self.memory:
             self.module = twin_module(spec.model, state, self.dtype, training)
-            self.loss_fn = torch_ref.build_loss(spec.model)
+            self.loss_fn = loss_fn or torch_ref.build_loss(spec.model)
             self.optimizer = torch_ref.build_optimizer(spec.train, self.module)
             self.scheduler = torch_ref.build_scheduler(spec.train, self.optimizer) if scheduled else None
         self.l1, self.set_masks, self.l1_penalty = spec.train.l1, torch_ref.set_dropout_masks, torch_ref.l1_penalty
+        self.probabilities = probabilities or (lambda outputs: torch.softmax(outputs, dim=1))
         self.diagnostics: dict = {}
         self.logits, self.loss = None, None
 
@@ -163,7 +167,8 @@ class TorchSide:
         self.module.train(mode)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 2000) -> tuple[float, np.ndarray]:
-        """Eval-mode mean loss over NumPy (x, y) and the softmax probabilities (N, classes)."""
+        """Eval-mode mean loss over NumPy (x, y) and the softmax probabilities (N, classes) (or what
+        the `probabilities` given to the constructor makes of the outputs)."""
         torch = self.torch
         self.module.eval()
         total, probabilities = 0.0, []
@@ -172,7 +177,7 @@ class TorchSide:
                 logits = self.module(torch.from_numpy(x[start:start + batch_size]))
                 targets = torch.from_numpy(y[start:start + batch_size])
                 total += float(self.loss_fn(logits, targets)) * len(logits)
-                probabilities.append(torch.softmax(logits, dim=1).numpy())
+                probabilities.append(self.probabilities(logits).numpy())
         return total / len(x), np.concatenate(probabilities)
 
     def end_epoch(self) -> None:
