@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from scratch_nn.regression_losses import HuberLoss, L1Loss, check_real_targets
+
 
 def class_major(logits: np.ndarray) -> np.ndarray:
     """The (N, C) logits with each class's column contiguous (Fortran order); no copy if they are.
@@ -103,18 +105,23 @@ class CrossEntropyLoss:
 
 
 class MSELoss:
-    """L = mean_{n,c} (z[n, c] - one_hot(y)[n, c])^2;  dL/dz = 2 (z - one_hot(y)) / (N C).
+    """L = mean_{n,c} (z[n, c] - t[n, c])^2;  dL/dz = 2 (z - t) / (N C), with t = one_hot(y) for
+    integer class targets y (N,), or t = y itself for real targets of z's shape (a fit).
 
-    As torch.nn.MSELoss() on F.one_hot(y, C).to(z.dtype): the mean runs over all N * C elements.
+    As torch.nn.MSELoss() on F.one_hot(y, C).to(z.dtype), or on y: the mean runs over all N * C elements.
     """
 
     def __init__(self) -> None:
         self._diff = None
 
     def forward(self, logits: np.ndarray, targets: np.ndarray) -> np.floating:
-        _check_targets(logits, targets, "MSELoss")
-        diff = logits.copy()  # (N, C): z - one_hot(y), without building the one-hot matrix
-        diff[np.arange(logits.shape[0]), targets] -= 1.0
+        if targets.dtype.kind == "f" and targets.ndim == 2:  # real targets (N, C): a fit
+            check_real_targets(logits, targets, "MSELoss")
+            diff = logits - targets
+        else:
+            _check_targets(logits, targets, "MSELoss")
+            diff = logits.copy()  # (N, C): z - one_hot(y), without building the one-hot matrix
+            diff[np.arange(logits.shape[0]), targets] -= 1.0
         self._diff = diff
         return logits.dtype.type(np.mean(diff * diff))
 
@@ -127,10 +134,15 @@ class MSELoss:
         return "MSELoss()"
 
 
-def build_loss(model_spec) -> CrossEntropyLoss | MSELoss:
-    """The loss a ModelSpec names: "cross_entropy" (with its label_smoothing) or "mse"."""
+def build_loss(model_spec) -> CrossEntropyLoss | MSELoss | L1Loss | HuberLoss:
+    """The loss a ModelSpec names: "cross_entropy" (with its label_smoothing), "mse", or for a fit
+    "l1" or "huber" (with its huber_delta)."""
     if model_spec.loss == "cross_entropy":
         return CrossEntropyLoss(model_spec.label_smoothing)
     if model_spec.loss == "mse":
         return MSELoss()
-    raise ValueError(f"unknown loss {model_spec.loss!r}; allowed: cross_entropy, mse")
+    if model_spec.loss == "l1":
+        return L1Loss()
+    if model_spec.loss == "huber":
+        return HuberLoss(model_spec.huber_delta)
+    raise ValueError(f"unknown loss {model_spec.loss!r}; allowed: cross_entropy, mse, l1, huber")

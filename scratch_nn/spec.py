@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from scratch_nn.data_spec import DataSpec
 from scratch_nn.layer_specs import ACTIVATIONS, LAYER_SPECS, LayerSpec, layer_from_dict
 from scratch_nn.spec_checks import SpecError
 from scratch_nn.spec_classes import (
@@ -123,7 +124,7 @@ def _model_table(table: Any, where: str) -> dict[str, Any]:
 
 def spec_from_dict(data: dict[str, Any], where: str, default_name: str = "spec") -> Spec:
     """Build and validate a Spec from parsed TOML; `where` names the file in messages."""
-    allowed = ("name", "description", "model", "train")
+    allowed = ("name", "description", "model", "train", "data")
     for key in data:
         if key not in allowed:
             raise SpecError(f"{where}: unknown top-level key {key!r}; allowed keys: {', '.join(allowed)}")
@@ -132,11 +133,14 @@ def spec_from_dict(data: dict[str, Any], where: str, default_name: str = "spec")
     model = _build(ModelSpec, _model_table(data["model"], f"{where}: [model]"), f"{where}: [model]")
     train = _build(TrainSpec, data.get("train", {}), f"{where}: [train]",
                    {"betas": lambda betas: tuple(betas) if isinstance(betas, list) else betas})
+    source = _build(DataSpec, data.get("data", {}), f"{where}: [data]")
+    if source.is_function and "batch_size" not in data.get("train", {}):
+        train = replace(train, batch_size=0)  # a fit trains on all its points at once unless told
     name = data.get("name", default_name)
     description = data.get("description", "")
     if not isinstance(name, str) or not isinstance(description, str):
         raise SpecError(f"{where}: name and description must be strings")
-    return validate(Spec(name=name, model=model, train=train, description=description), where)
+    return validate(Spec(name=name, model=model, train=train, description=description, data=source), where)
 
 
 def load_spec_file(path: str | Path) -> Spec:
@@ -206,6 +210,8 @@ def to_dict(spec: Spec) -> dict[str, Any]:
     plain = asdict(spec)
     plain["model"]["layers"] = [{"type": layer.type, **layer.arguments()} for layer in spec.model.layers]
     plain["model"]["input_shape"] = list(spec.model.input_shape)
+    if not spec.data.is_function:  # an MNIST spec's plain form stays as it was before [data]
+        del plain["data"]
     return plain
 
 
@@ -217,6 +223,7 @@ SETTING_USERS = {
     "eps": ("optimizer", ("adam", "adamw", "rmsprop")), "alpha": ("optimizer", ("rmsprop",)),
     "step_size": ("schedule", ("step",)), "gamma": ("schedule", ("step",)),
     "init_value": ("init", ("constant",)), "label_smoothing": ("loss", ("cross_entropy",)),
+    "huber_delta": ("loss", ("huber",)),
 }
 
 
@@ -231,7 +238,7 @@ def settings_in_use(spec: Spec) -> dict[str, Any]:
 
 __all__ = [
     "ACTIVATIONS", "INITS", "LOSSES", "OPTIMIZERS", "SCHEDULES", "DTYPES", "DEFAULT_SPEC",
-    "SpecError", "LayerSpec", "LAYER_SPECS", "ModelSpec", "TrainSpec", "Spec", "validate_model",
+    "SpecError", "LayerSpec", "LAYER_SPECS", "ModelSpec", "TrainSpec", "Spec", "DataSpec", "validate_model",
     "validate", "load_spec", "load_spec_file", "load_builtin_spec", "builtin_spec_names",
     "with_overrides", "spec_from_dict", "to_dict", "settings_in_use",
 ]

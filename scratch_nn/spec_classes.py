@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from scratch_nn.data_spec import CLASSIFICATION_LOSSES, DataSpec, validate_data, validate_fit_model
 from scratch_nn.init import SCHEMES
 from scratch_nn.layer_specs import LayerSpec, init_gain, propagate_shapes, shape_text
 from scratch_nn.spec_checks import SpecError, check_choice, check_int, check_number
 
 INITS = SCHEMES  # torch_default, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, zeros, constant
-LOSSES = ("cross_entropy", "mse")
+LOSSES = ("cross_entropy", "mse", "l1", "huber")  # l1 and huber: a fit's (scratch_nn.data_spec)
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
 DTYPES = ("float32", "float64")
@@ -36,6 +37,7 @@ class ModelSpec:
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
     dtype: str = "float32"
+    huber_delta: float = 1.0  # for loss = "huber": torch.nn.HuberLoss(delta)
 
     @property
     def shapes(self) -> tuple[tuple[int, ...], ...]:
@@ -74,7 +76,7 @@ class TrainSpec:
     schedule: str = "constant"   # per epoch: "step" (StepLR) or "cosine" (CosineAnnealingLR)
     step_size: int = 1           # schedule = "step"
     gamma: float = 0.1           # schedule = "step"
-    batch_size: int = 64
+    batch_size: int = 64         # a fit: 0 = the whole data set in one batch
     epochs: int = 10
     seed: int = 0
 
@@ -87,6 +89,7 @@ class Spec:
     model: ModelSpec
     train: TrainSpec
     description: str = ""
+    data: DataSpec = DataSpec()  # MNIST, or a function to fit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,10 +119,11 @@ def validate_model(model: ModelSpec, where: str = "model") -> None:
     check_number(model.label_smoothing, "label_smoothing", where, 0.0, 1.0)
     if model.label_smoothing and model.loss != "cross_entropy":
         raise SpecError(f"{where}: label_smoothing only applies to loss = \"cross_entropy\"")
+    check_number(model.huber_delta, "huber_delta", where, 0.0, 1e6, low_open=True)
     check_choice(model.dtype, DTYPES, "dtype", where)
 
 
-def validate_train(train: TrainSpec, where: str = "train") -> None:
+def validate_train(train: TrainSpec, where: str = "train", smallest_batch: int = 1) -> None:
     check_choice(train.optimizer, OPTIMIZERS, "optimizer", where)
     check_number(train.lr, "lr", where, 0.0, math.inf, low_open=True)
     check_number(train.momentum, "momentum", where, 0.0, 1.0)
@@ -137,15 +141,25 @@ def validate_train(train: TrainSpec, where: str = "train") -> None:
     check_choice(train.schedule, SCHEDULES, "schedule", where)
     check_int(train.step_size, "step_size", where)
     check_number(train.gamma, "gamma", where, 0.0, 1.0, low_open=True, high_open=False)
-    check_int(train.batch_size, "batch_size", where)
+    check_int(train.batch_size, "batch_size", where, minimum=smallest_batch)
     check_int(train.epochs, "epochs", where)
     check_int(train.seed, "seed", where, minimum=0)
 
 
 def validate(spec: Spec, where: str = "spec") -> Spec:
-    """Check every field of `spec`, and that it fits MNIST (784 pixels in, 10 classes out)."""
+    """Check every field of `spec`, and that it fits its data: MNIST (784 pixels in, 10 classes out)
+    or a function (one number in, one out: `scratch_nn.data_spec`)."""
     validate_model(spec.model, f"{where}: model")
-    validate_train(spec.train, f"{where}: train")
+    if not isinstance(spec.data, DataSpec):
+        raise SpecError(f"{where}: data must be a DataSpec, got {spec.data!r}")
+    validate_data(spec.data, f"{where}: data")
+    validate_train(spec.train, f"{where}: train", smallest_batch=0 if spec.data.is_function else 1)
+    if spec.data.is_function:
+        validate_fit_model(spec.model, f"{where}: model")
+        return spec
+    if spec.model.loss not in CLASSIFICATION_LOSSES:
+        raise SpecError(f"{where}: model: loss {spec.model.loss!r} is a regression loss, for a fit ([data] "
+                        f"source = a function); MNIST takes one of {', '.join(CLASSIFICATION_LOSSES)}")
     if math.prod(spec.model.input_shape) != MNIST_INPUT_SIZE:
         raise SpecError(f"{where}: input_shape {list(spec.model.input_shape)} does not fit MNIST images, which "
                         f"have {MNIST_INPUT_SIZE} pixels (28x28); use [{MNIST_INPUT_SIZE}] or [1, 28, 28]")

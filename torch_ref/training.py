@@ -16,21 +16,29 @@ from scratch_nn.spec import ModelSpec, TrainSpec
 
 
 class OneHotMSELoss(nn.Module):
-    """`nn.MSELoss` (mean over N * C) between the logits and the one-hot encoded class targets."""
+    """`nn.MSELoss` (mean over N * C) between the logits and the one-hot encoded class targets, or
+    the real targets themselves (a fit: floating-point targets of the outputs' shape)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.mse = nn.MSELoss()
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.is_floating_point():
+            return self.mse(logits, targets)
         one_hot = F.one_hot(targets, num_classes=logits.shape[1]).to(logits.dtype)  # (N, C)
         return self.mse(logits, one_hot)
 
 
 def build_loss(model_spec: ModelSpec) -> nn.Module:
-    """`nn.CrossEntropyLoss(label_smoothing=...)` or `OneHotMSELoss()`; both average over the batch given."""
+    """`nn.CrossEntropyLoss(label_smoothing=...)`, `OneHotMSELoss()`, or for a fit `nn.L1Loss()` or
+    `nn.HuberLoss(delta=...)`; all average over the batch given (reduction="mean")."""
     if model_spec.loss == "cross_entropy":
         return nn.CrossEntropyLoss(label_smoothing=model_spec.label_smoothing)
+    if model_spec.loss == "l1":
+        return nn.L1Loss()
+    if model_spec.loss == "huber":
+        return nn.HuberLoss(delta=model_spec.huber_delta)
     return OneHotMSELoss()
 
 

@@ -37,6 +37,7 @@ COMMANDS = {
     "describe": ("benchmark.commands.describe", "print the resolved model as a table of layers and parameters"),
     "specs": ("benchmark.commands.describe", "list the built-in specs"),
     "data": ("benchmark.commands.data", "fetch, verify and locate the MNIST files"),
+    "fit": ("benchmark.commands.fit", "fit a function of one variable with a tiny network, both sides (or --tour)"),
 }
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmark.parity import kinks
 from benchmark.parity.compare import SUM_MARGIN, TOLERANCES, compare_all, compare_with_exact
-from benchmark.parity.referee import batch_sum_scale, layer_numerical_parity, numerical_parity
+from benchmark.parity.referee import batch_sum_scale, layer_numerical_parity, numerical_parity, targets_as
 from benchmark.parity.report import ParityReport
 from benchmark.sides.scratch import scratch_pass
 from benchmark.sides.torch import twin
@@ -97,7 +97,7 @@ def gradient_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float = 
     scratch = scratch_pass(model, x, y, l1, masks or {})
     reference = forward_backward(module, loss_fn, x, y, l1, scratch.masks)
     exact = None if not float32 else forward_backward(copy.deepcopy(module64), loss_fn, x.astype(np.float64),
-                                                      y, l1, as_float64(scratch.masks))
+                                                      targets_as(y, np.float64), l1, as_float64(scratch.masks))
 
     def before():  # float64: torch's own twin, made from the caller's model (not changed) only when needed
         return copy.deepcopy(module64) if float32 else twin(scratch_model)
@@ -156,7 +156,8 @@ def judge_pass(passes: Passes, layers: dict, x: np.ndarray, y: np.ndarray, l1: f
         last = list(kinds)[-1]
         grad_outs = {**dict(zip(kinds, [side.grad_inputs[name] for name in list(kinds)[1:]])), last: side.grad_logits}
         return each_layer_alone(passes.before(), passes.loss_fn, as_float64(kinks.layer_inputs(kinds, x, side.outputs)),
-                                as_float64(grad_outs), side.outputs[last].astype(np.float64), y, l1, masks64)
+                                as_float64(grad_outs), side.outputs[last].astype(np.float64),
+                                targets_as(y, np.float64), l1, masks64)
 
     def nudged(nudges):
         return forward_backward(passes.before(), passes.loss_fn, x64, y, l1, masks64, nudges)

@@ -32,6 +32,11 @@ FD_SAMPLES = 12  # coordinates per parameter tensor checked by finite difference
 FD_BATCH = 16  # examples the model-level referee uses
 
 
+def targets_as(y: np.ndarray, dtype) -> np.ndarray:
+    """A fit's real targets in `dtype` (torch's regression losses want the outputs' dtype); class labels as they are."""
+    return y.astype(dtype) if y.dtype.kind == "f" else y
+
+
 def batch_sum_scale(layer_input: np.ndarray, output: np.ndarray, grad_out: np.ndarray) -> float:
     """sum_n |g_n|max * max(1, |input_n|max, |output_n|max): a bound on the sum of the absolute terms
     a layer's parameter gradient adds up over the batch (Linear: g_n x_n, g_n; BatchNorm1d:
@@ -65,7 +70,7 @@ def numerical_parity(scratch_model, x: np.ndarray, y: np.ndarray, *, l1: float =
     Runs on a float64 copy (the model is not changed), with the dropout masks held fixed.
     """
     model = as_float64(scratch_model)
-    x, y = x[:batch].astype(np.float64), y[:batch]
+    x, y = x[:batch].astype(np.float64), targets_as(y[:batch], np.float64)
     masks = {name: mask[:batch].astype(np.float64) for name, mask in (masks or {}).items()}
     loss_fn, kinds = build_loss(model.spec), {name: type(layer).__name__ for name, layer in model.named_layers()}
 

@@ -23,8 +23,15 @@ import numpy as np
 
 from benchmark.parity import kinks
 from benchmark.parity.compare import TOLERANCES, compare_all, compare_with_exact
-from benchmark.parity.engine import Passes, as_float64, explain_kinks, explain_locally, judge_pass, layer_kinds
-from benchmark.parity.referee import loss_free_names
+from benchmark.parity.engine import (
+    Passes,
+    as_float64,
+    explain_kinks,
+    explain_locally,
+    judge_pass,
+    layer_kinds,
+)
+from benchmark.parity.referee import loss_free_names, targets_as
 from benchmark.parity.report import ParityReport
 from benchmark.sides.scratch import ScratchSide
 from benchmark.sides.torch import TorchSide
@@ -62,6 +69,7 @@ class TorchStepper:
             side.load_state(start)
         self.schedule = None if side.scheduler is None else copy.deepcopy(side.scheduler.state_dict())
         x, masks = x.astype(self.dtype), {name: mask.astype(self.dtype) for name, mask in masks.items()}
+        y = targets_as(y, self.dtype)
         seen = side.probe(x, y, masks, nudges)
         side.update()
         if step_scheduler:
