@@ -1,7 +1,7 @@
 """The model: a `Sequential` of layers built from a ModelSpec's list, with torch's parameter names.
 
 Entry i of the spec's `layers` list is layer `layers.{i}`, built by the class table `LAYER_CLASSES`
-from its spec (`scratch_nn.layer_specs`) and the shape flowing into it; nothing is expanded, so
+from its spec (`scratch_nn.spec.layer_specs`) and the shape flowing into it; nothing is expanded, so
 `named_parameters()` and `state_dict()` keys equal those of the torch twin's `nn.Sequential`
 (`layers.0.weight`, `layers.1.running_mean`, ...). `MLP` is the same class under the name the
 project started with.

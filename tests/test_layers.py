@@ -15,8 +15,10 @@ import torch
 
 from scratch_nn.activations import ReLU, erf, erfc
 from scratch_nn.gradcheck import check_layer_gradients
-from scratch_nn.image_specs import AvgPool2dSpec, BatchNorm2dSpec, Conv2dSpec, Dropout2dSpec, MaxPool2dSpec
-from scratch_nn.layer_specs import (
+from scratch_nn.layers import SHORT_BATCH, BatchNorm1d, Dropout, Linear
+from scratch_nn.model import LAYER_CLASSES
+from scratch_nn.spec.image_specs import AvgPool2dSpec, BatchNorm2dSpec, Conv2dSpec, Dropout2dSpec, MaxPool2dSpec
+from scratch_nn.spec.layer_specs import (
     LAYER_SPECS,
     BatchNorm1dSpec,
     DropoutSpec,
@@ -33,8 +35,6 @@ from scratch_nn.layer_specs import (
     SoftplusSpec,
     TanhSpec,
 )
-from scratch_nn.layers import SHORT_BATCH, BatchNorm1d, Dropout, Linear
-from scratch_nn.model import LAYER_CLASSES
 from torch_ref.model import TORCH_BUILDERS
 
 GRAD_TOLERANCE = 1e-7  # max elementwise relative error of a float64 finite-difference check

@@ -17,9 +17,9 @@ from dataclasses import fields
 from benchmark.commands.specargs import add_model_arguments, spec_from_args
 from benchmark.core.tables import format_table
 from benchmark.report.layer_table import COLUMNS, layer_rows
-from scratch_nn.layer_specs import shape_text
-from scratch_nn.notation import format_layers, layers_text
 from scratch_nn.spec import Spec, TrainSpec, builtin_spec_names, load_builtin_spec, settings_in_use
+from scratch_nn.spec.layer_specs import shape_text
+from scratch_nn.spec.notation import format_layers, layers_text
 
 
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:

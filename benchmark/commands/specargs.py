@@ -12,7 +12,7 @@ import argparse
 
 from scratch_nn.spec import ACTIVATIONS, DEFAULT_SPEC, DTYPES, INITS, OPTIMIZERS, Spec, load_spec, with_overrides
 
-# The grammar of scratch_nn.notation, which is also what `svt specs`, `describe`, `sanity` and the report print.
+# The grammar of scratch_nn.spec.notation, which is also what `svt specs`, `describe`, `sanity` and the report print.
 LAYERS_HELP = (
     "the hidden layers, then the output size: ITEM,...,ITEM,10 with ITEM = [COUNTx]UNITS[:ACTIVATION][+bn]"
     "[+dropoutP], e.g. 256:relu,128:tanh,10 or 8x128:sigmoid+bn,10 or 512:leaky_relu0.2+dropout0.5,10. "

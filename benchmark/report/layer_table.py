@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch_nn.layer_specs import shape_text
 from scratch_nn.spec import Spec
+from scratch_nn.spec.layer_specs import shape_text
 
 COLUMNS = ["layer", "type", "output shape", "settings", "params", "init"]
 

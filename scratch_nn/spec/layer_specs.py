@@ -21,10 +21,10 @@ import math
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
-from scratch_nn.image_specs import IMAGE_SPECS
 from scratch_nn.init import SCHEMES, calculate_gain
-from scratch_nn.layer_spec_base import LayerSpec, shape_text
-from scratch_nn.spec_checks import SpecError, check_bool, check_choice, check_int, check_number
+from scratch_nn.spec.image_specs import IMAGE_SPECS
+from scratch_nn.spec.layer_spec_base import LayerSpec, shape_text
+from scratch_nn.spec.spec_checks import SpecError, check_bool, check_choice, check_int, check_number
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ then the activation, then `dropout(P)` if `+dropoutP`; the OUTPUT is one `linear
 `256:relu,10` is the list [linear 256, relu, linear 10] and names its layers layers.0 to layers.2.
 
 - `COUNT x` repeats the item: `3x64:tanh` is `64:tanh,64:tanh,64:tanh`.
-- ACTIVATION is one of `scratch_nn.layer_specs.ACTIVATIONS` with its default settings (default
+- ACTIVATION is one of `scratch_nn.spec.layer_specs.ACTIVATIONS` with its default settings (default
   relu); `leaky_relu` may carry its negative slope right after the name, `leaky_relu0.2`.
 - `+bn` and `+dropoutP` (P in [0, 1); P = 0 adds no layer) may come in either order; they are
   printed `+bn` first.
@@ -29,7 +29,7 @@ trip `parse_layers(format_layers(model))` exactly.
 """
 from __future__ import annotations
 
-from scratch_nn.layer_specs import (
+from scratch_nn.spec.layer_specs import (
     ACTIVATIONS,
     LAYER_SPECS,
     BatchNorm1dSpec,

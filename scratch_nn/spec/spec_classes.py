@@ -1,7 +1,7 @@
 """The spec's frozen dataclasses (ModelSpec, TrainSpec, Spec) and their validation, done once.
 
 `scratch_nn.spec` reads them from TOML and the command line; everything else trusts a validated
-spec. A model is its layer list (`scratch_nn.layer_specs`), the shape of one input example and
+spec. A model is its layer list (`scratch_nn.spec.layer_specs`), the shape of one input example and
 the settings its layers share.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass
 
 from scratch_nn.init import SCHEMES
-from scratch_nn.layer_specs import LayerSpec, init_gain, propagate_shapes, shape_text
-from scratch_nn.spec_checks import SpecError, check_choice, check_int, check_number
+from scratch_nn.spec.layer_specs import LayerSpec, init_gain, propagate_shapes, shape_text
+from scratch_nn.spec.spec_checks import SpecError, check_choice, check_int, check_number
 
 INITS = SCHEMES  # torch_default, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, zeros, constant
 LOSSES = ("cross_entropy", "mse")
@@ -26,7 +26,7 @@ DEFAULT_SPEC = "mnist-mlp"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The network: its layers in order (one entry per layer, `scratch_nn.layer_specs`), the shape of
+    """The network: its layers in order (one entry per layer, `scratch_nn.spec.layer_specs`), the shape of
     one input example, and the settings every layer shares."""
 
     layers: tuple[LayerSpec, ...]
@@ -49,7 +49,7 @@ class ModelSpec:
 
     def weight_init(self, index: int) -> tuple[str, float]:
         """(scheme, Kaiming gain) of weight layer `index`: its own init or the model's, and the gain of
-        the first activation after it (`scratch_nn.layer_specs.init_gain`)."""
+        the first activation after it (`scratch_nn.spec.layer_specs.init_gain`)."""
         return self.layers[index].init or self.init, init_gain(self.layers, index)
 
     def weight_layers(self) -> list[int]:

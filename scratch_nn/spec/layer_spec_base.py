@@ -1,5 +1,5 @@
-"""The base class of the layer specs (`scratch_nn.layer_specs` for the vector layers and activations,
-`scratch_nn.image_specs` for the image layers of a CNN), and how shapes are written in messages."""
+"""The base class of the layer specs (`scratch_nn.spec.layer_specs` for the vector layers and activations,
+`scratch_nn.spec.image_specs` for the image layers of a CNN), and how shapes are written in messages."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
