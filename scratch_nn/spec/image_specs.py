@@ -175,4 +175,23 @@ class Dropout2dSpec(ImageSpec):
         check_number(self.p, "p", where, 0.0, 1.0)
 
 
-IMAGE_SPECS = (Conv2dSpec, MaxPool2dSpec, AvgPool2dSpec, BatchNorm2dSpec, Dropout2dSpec)
+@dataclass(frozen=True)
+class AdaptiveAvgPool2dSpec(ImageSpec):
+    """nn.AdaptiveAvgPool2d(output_size): the window sizes follow from the input's, so output_size = 1
+    is global average pooling (ResNet's and GoogLeNet's head)."""
+
+    output_size: Size
+
+    type = "adaptive_avg_pool2d"
+    always_shown = ("output_size",)
+    sizes = ("output_size",)
+
+    def check(self, where):
+        check_size(self.output_size, "output_size", where, 1)
+
+    def output_shape(self, shape):
+        height, width = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
+        return (shape[0], height, width)
+
+
+IMAGE_SPECS = (Conv2dSpec, MaxPool2dSpec, AvgPool2dSpec, BatchNorm2dSpec, Dropout2dSpec, AdaptiveAvgPool2dSpec)

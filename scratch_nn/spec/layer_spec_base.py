@@ -38,6 +38,8 @@ class LayerSpec:
         def value(item: Any) -> str:
             if isinstance(item, (tuple, list)):
                 return "[" + ", ".join(value(part) for part in item) + "]"
+            if isinstance(item, dict):  # a layer inside a block
+                return "{ " + ", ".join(f"{key} = {value(part)}" for key, part in item.items()) + " }"
             return ("true" if item else "false") if isinstance(item, bool) else (
                 f'"{item}"' if isinstance(item, str) else repr(item))
         return "{ " + ", ".join(f"{key} = {value(item)}" for key, item in self.to_dict().items()) + " }"

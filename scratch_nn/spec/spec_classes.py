@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from scratch_nn.init import SCHEMES
+from scratch_nn.spec.block_specs import LayerEntry, layer_entries
 from scratch_nn.spec.layer_specs import LayerSpec, init_gain, propagate_shapes, shape_text
 from scratch_nn.spec.spec_checks import SpecError, check_choice, check_int, check_number
 
@@ -53,8 +55,22 @@ class ModelSpec:
         return self.layers[index].init or self.init, init_gain(self.layers, index)
 
     def weight_layers(self) -> list[int]:
-        """The indices of the weight layers (those initialised by `init`, and whose weights L1 sums)."""
+        """The indices of the weight layers of the model's own list (`weight_layer_names` for all of them)."""
         return [index for index, layer in enumerate(self.layers) if layer.role == "weight"]
+
+    @cached_property
+    def entries(self) -> tuple[LayerEntry, ...]:
+        """Every layer, blocks' own layers included, with its torch name, shapes, depth and init gain,
+        in the order both sides build and run them (`scratch_nn.spec.block_specs.layer_entries`)."""
+        return tuple(layer_entries(self.layers, self.input_shape))
+
+    def weight_layer_names(self) -> list[str]:
+        """The names of every weight layer, inside blocks too ("layers.3.body.0"): init and L1 read them."""
+        return [entry.name for entry in self.entries if entry.spec.role == "weight"]
+
+    def layer_init(self, entry: LayerEntry) -> tuple[str, float]:
+        """(scheme, Kaiming gain) of a weight layer of `entries`: its own init or the model's, and its gain."""
+        return entry.spec.init or self.init, entry.gain
 
 
 @dataclass(frozen=True)
