@@ -41,7 +41,7 @@ def training_line(spec: Spec) -> str:
 def run_describe(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     rows = layer_rows(spec)
-    total = sum(row["params"] for row in rows)
+    total = sum(row["params"] for row in rows if not row["layer"].startswith(" "))  # a block's row counts its own
     print(f"model: {spec.name}" + (f" — {spec.description}" if spec.description else ""))
     print(format_table(rows, COLUMNS, right=("params",)))
     compact = format_layers(spec.model)

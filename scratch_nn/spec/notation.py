@@ -111,7 +111,9 @@ def layers_text(model) -> str:
     text = format_layers(model)
     if text is not None:
         return text
-    return f"{len(model.layers)} layers ({', '.join(layer.type for layer in model.layers)}; no --layers form)"
+    blocks = any(layer.role == "block" for layer in model.layers)
+    why = "; blocks have none: write them in a TOML spec" if blocks else ""
+    return f"{len(model.layers)} layers ({', '.join(layer.type for layer in model.layers)}; no --layers form{why})"
 
 
 def parse_layers(text: str, where: str = "--layers") -> tuple[LayerSpec, ...]:

@@ -165,7 +165,7 @@ def validate(spec: Spec, where: str = "spec") -> Spec:
     if math.prod(spec.model.input_shape) != MNIST_INPUT_SIZE:
         raise SpecError(f"{where}: input_shape {list(spec.model.input_shape)} does not fit MNIST images, which "
                         f"have {MNIST_INPUT_SIZE} pixels (28x28); use [{MNIST_INPUT_SIZE}] or [1, 28, 28]")
-    if spec.train.batch_size < 2 and any(layer.type == "batch_norm1d" for layer in spec.model.layers):
+    if spec.train.batch_size < 2 and any(entry.spec.type == "batch_norm1d" for entry in spec.model.entries):
         raise SpecError(f"{where}: batch_size {spec.train.batch_size} with batch_norm1d: batch-norm needs "
                         "at least 2 examples per batch for its statistics (torch refuses 1 too)")
     if spec.model.shapes[-1] != (MNIST_CLASSES,):
