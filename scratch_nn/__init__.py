@@ -22,12 +22,12 @@ from scratch_nn.gradcheck import check_layer_gradients, check_model_gradients, n
 from scratch_nn.init import calculate_gain, fan_in_and_fan_out, init_weight_layer
 from scratch_nn.io import load_npz, save_npz
 from scratch_nn.layer import Flatten, Layer
-from scratch_nn.layer_specs import LAYER_SPECS, LayerSpec
 from scratch_nn.layers import BatchNorm1d, Dropout, Linear
 from scratch_nn.losses import CrossEntropyLoss, MSELoss, build_loss, log_softmax, softmax
 from scratch_nn.model import LAYER_CLASSES, MLP, Sequential, build_layers
-from scratch_nn.notation import format_layers, parse_layers
 from scratch_nn.spec import ModelSpec, Spec, SpecError, TrainSpec, load_spec, with_overrides
+from scratch_nn.spec.layer_specs import LAYER_SPECS, LayerSpec
+from scratch_nn.spec.notation import format_layers, parse_layers
 
 __all__ = [
     "Layer", "Activation", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ELU", "GELU", "Softplus",

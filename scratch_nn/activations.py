@@ -263,7 +263,7 @@ class Hardtanh(Activation):
         return hardtanh_backward(grad_out, x, self.min_val, self.max_val)
 
 
-# type (as in scratch_nn.layer_specs) -> class; each class takes its spec's settings as keyword arguments
+# type (as in scratch_nn.spec.layer_specs) -> class; each class takes its spec's settings as keyword arguments
 ACTIVATION_CLASSES = {"identity": Identity, "relu": ReLU, "leaky_relu": LeakyReLU, "sigmoid": Sigmoid,
                       "tanh": Tanh, "elu": ELU, "gelu": GELU, "softplus": Softplus, "silu": SiLU,
                       "hardtanh": Hardtanh}

@@ -14,7 +14,7 @@ For a weight of shape (out_features, in_features), fan_in = in_features, fan_out
 
 Every scheme but torch_default sets biases to zero. Kaiming's gain is `calculate_gain` of the
 activation that follows the layer (1 for the output layer, which has none): the model works it
-out from its layer list (`scratch_nn.layer_specs.init_gain`) and passes it to `init_weight_layer`.
+out from its layer list (`scratch_nn.spec.layer_specs.init_gain`) and passes it to `init_weight_layer`.
 
 Draws are made directly in the parameter's dtype (`rng.random(dtype=...)`,
 `rng.standard_normal(dtype=...)`), weight first, then bias, so a seed fixes the weights of each

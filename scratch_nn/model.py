@@ -1,7 +1,7 @@
 """The model: a `Sequential` of layers built from a ModelSpec's list, with torch's parameter names.
 
 Entry i of the spec's `layers` list is layer `layers.{i}`, built by the class table `LAYER_CLASSES`
-from its spec (`scratch_nn.layer_specs`) and the shape flowing into it; nothing is expanded, so
+from its spec (`scratch_nn.spec.layer_specs`) and the shape flowing into it; nothing is expanded, so
 `named_parameters()` and `state_dict()` keys equal those of the torch twin's `nn.Sequential`
 (`layers.0.weight`, `layers.1.running_mean`, ...). `MLP` is the same class under the name the
 project started with.
@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from scratch_nn.activations import ACTIVATION_CLASSES
+from scratch_nn.adaptive_pool import AdaptiveAvgPool2d
+from scratch_nn.blocks import Block, Concat, Residual
 from scratch_nn.conv import Conv2d
 from scratch_nn.init import init_weight_layer
 from scratch_nn.layer import Flatten, Layer
@@ -48,25 +50,48 @@ LAYER_CLASSES = {
     "batch_norm2d": lambda spec, shape, dtype, rng: BatchNorm2d(shape[0], spec.eps, spec.momentum, spec.affine,
                                                                dtype=dtype),
     "dropout2d": lambda spec, shape, dtype, rng: Dropout2d(spec.p, rng),
+    "adaptive_avg_pool2d": lambda spec, shape, dtype, rng: AdaptiveAvgPool2d(spec.output_size),
+    "residual": lambda spec, shape, dtype, rng: Residual(
+        build_list(spec.layers, shape, dtype, rng), spec.shortcut and build_list(spec.shortcut, shape, dtype, rng)),
+    "concat": lambda spec, shape, dtype, rng: Concat([build_list(branch, shape, dtype, rng)
+                                                      for branch in spec.branches]),
     **{name: build_activation for name in ACTIVATION_CLASSES},
 }
 
 
-def build_layers(model_spec: ModelSpec, rng: np.random.Generator) -> list[Layer]:
-    """The layers of `model_spec`, weight layers initialised in list order from `rng`.
+def build_list(layer_specs, input_shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> list[Layer]:
+    """The layers of a list of specs (a block's builder calls it for its own lists), not initialised."""
+    layers, shape = [], tuple(input_shape)
+    for layer_spec in layer_specs:
+        layers.append(LAYER_CLASSES[layer_spec.type](layer_spec, shape, dtype, rng))
+        shape = layer_spec.output_shape(shape)
+    return layers
 
-    Init draws come first (weight then bias of each weight layer, in order); the Dropout layers keep
-    `rng` for their masks, so one generator drives init and then dropout, as on the torch side.
+
+def named_children(prefix: str, layers: list[Layer]) -> list[tuple[str, Layer]]:
+    """("layers.0", layer), ..., a block followed by its own layers ("layers.3.body.0", ...), in order."""
+    named = []
+    for index, layer in enumerate(layers):
+        named.append((f"{prefix}.{index}", layer))
+        if isinstance(layer, Block):
+            for child, members in layer.lists.items():
+                named += named_children(f"{prefix}.{index}.{child}", members)
+    return named
+
+
+def build_layers(model_spec: ModelSpec, rng: np.random.Generator) -> list[Layer]:
+    """The layers of `model_spec`, weight layers (inside blocks too) initialised in order from `rng`.
+
+    Init draws come first (weight then bias of each weight layer, in `model_spec.entries` order); the
+    Dropout layers keep `rng` for their masks, so one generator drives init and then dropout, as on
+    the torch side.
     """
-    dtype = np.dtype(model_spec.dtype)
-    input_shapes = (model_spec.input_shape, *model_spec.shapes[:-1])
-    layers = []
-    for index, (layer_spec, input_shape) in enumerate(zip(model_spec.layers, input_shapes)):
-        layer = LAYER_CLASSES[layer_spec.type](layer_spec, input_shape, dtype, rng)
-        if layer_spec.role == "weight":
-            scheme, gain = model_spec.weight_init(index)
+    layers = build_list(model_spec.layers, model_spec.input_shape, np.dtype(model_spec.dtype), rng)
+    for entry, (name, layer) in zip(model_spec.entries, named_children("layers", layers)):
+        assert entry.name == name, (entry.name, name)  # the spec's walk and the built tree agree
+        if entry.spec.role == "weight":
+            scheme, gain = model_spec.layer_init(entry)
             init_weight_layer(layer, scheme, rng, gain, model_spec.init_value)
-        layers.append(layer)
     return layers
 
 
@@ -80,7 +105,7 @@ def share_storage(layers: list, dtype: np.dtype) -> None:
     total = sum(value.size for layer in layers for value in layer.params.values())
     flat_params, flat_grads = np.empty(total, dtype=dtype), np.zeros(total, dtype=dtype)
     offset = 0
-    for layer in layers:
+    for layer in layers:  # every layer, blocks' own included
         for name, value in layer.params.items():
             view = flat_params[offset:offset + value.size].reshape(value.shape)
             view[...] = value
@@ -95,8 +120,8 @@ class Sequential:
     def __init__(self, model_spec: ModelSpec, rng: np.random.Generator) -> None:
         self.spec = model_spec
         self.dtype = np.dtype(model_spec.dtype)
-        self.layers = build_layers(model_spec, rng)
-        share_storage(self.layers, self.dtype)
+        self.layers = build_layers(model_spec, rng)  # the model's own list; blocks hold their layers
+        share_storage([layer for _, layer in self.named_layers()], self.dtype)
         self.training = True
 
     # -- forward and backward ---------------------------------------------------------------
@@ -123,7 +148,7 @@ class Sequential:
     def train(self, mode: bool = True) -> Sequential:
         """Training mode: BatchNorm uses batch statistics, Dropout drops. Returns the model."""
         self.training = mode
-        for layer in self.layers:
+        for _, layer in self.named_layers():
             layer.training = mode
         return self
 
@@ -138,14 +163,14 @@ class Sequential:
 
         It runs forward, so it overwrites what the layers cached for backward.
         """
-        modes = [layer.training for layer in self.layers]
+        modes = [layer.training for _, layer in self.named_layers()]
         was_training = self.training
         self.eval()
         try:
             parts = [softmax(self.forward(x[start:start + batch_size]))
                      for start in range(0, x.shape[0], batch_size)]
         finally:
-            for layer, mode in zip(self.layers, modes):
+            for (_, layer), mode in zip(self.named_layers(), modes):
                 layer.training = mode
             self.training = was_training
         if not parts:
@@ -159,11 +184,14 @@ class Sequential:
     # -- names, parameters and state -------------------------------------------------------
 
     def named_layers(self) -> list[tuple[str, Layer]]:
-        return [(f"layers.{index}", layer) for index, layer in enumerate(self.layers)]
+        """Every layer by torch's name, a block before its own: [("layers.0", Conv2d), ("layers.3", Residual),
+        ("layers.3.body.0", Conv2d), ...], in the order of `spec.entries`."""
+        return named_children("layers", self.layers)
 
     def weight_layers(self) -> list[tuple[str, Layer]]:
         """The layers the spec names as weight layers (init, L1), by name: [("layers.0", Linear), ...]."""
-        return [(f"layers.{index}", self.layers[index]) for index in self.spec.weight_layers()]
+        layers = dict(self.named_layers())
+        return [(name, layers[name]) for name in self.spec.weight_layer_names()]
 
     def named_parameters(self) -> list[tuple[str, np.ndarray]]:
         """The live parameter arrays (optimisers update them in place), in torch's order."""

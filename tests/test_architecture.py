@@ -1,6 +1,6 @@
 """The dependency rule, read from the source (every import statement, at the top or inside a function):
 
-    commands  ->  run, sanity, bench, study, fit  ->  report, parity  ->  sides, data  ->  core
+    commands  ->  check, run, sanity, bench, study, fit  ->  report, parity  ->  sides, data  ->  core
                                                                      \\->  scratch_nn, torch_ref
 
 A package imports only the packages the rule lets it (ALLOWED, which docs/architecture.md writes

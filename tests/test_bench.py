@@ -16,8 +16,8 @@ import pytest
 
 from benchmark.bench.timing import inference_flops, linear_shapes, training_flops
 from benchmark.commands.cli import main
-from scratch_nn.notation import parse_layers
 from scratch_nn.spec import ModelSpec
+from scratch_nn.spec.notation import parse_layers
 
 DOCUMENTED_COLUMNS = ["spec", "dtype", "batch_size", "metric", "unit", "scratch", "torch", "ratio", "update_path"]
 DOCUMENTED_METRICS = {"step_time", "forward_time", "backward_time", "update_time", "inference_time",

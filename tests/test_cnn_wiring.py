@@ -223,7 +223,7 @@ def test_a_max_pool_pick_beyond_rounding_still_breaks():
 
 def test_a_max_pool_tie_in_a_float64_trajectory_is_explained_in_its_step_only():
     from benchmark.parity.trajectory import trajectory_parity
-    from scratch_nn.spec_classes import TrainSpec
+    from scratch_nn.spec.spec_classes import TrainSpec
 
     model, x, y = tie_model("float64", 4e-16)
     report = trajectory_parity(model, TrainSpec(optimizer="sgd", lr=0.01, momentum=0.9), [(x, y)] * 2)

@@ -8,8 +8,8 @@ import torch
 from scratch_nn.init import SCHEMES, calculate_gain, fan_in_and_fan_out, init_weight_layer
 from scratch_nn.layers import Linear
 from scratch_nn.model import MLP
-from scratch_nn.notation import parse_layers
 from scratch_nn.spec import ModelSpec
+from scratch_nn.spec.notation import parse_layers
 
 FAN_OUT, FAN_IN = 400, 500  # 200,000 weights: the sample std is within ~0.3% of the true one
 # Our activations without a torch gain use relu's (documented in scratch_nn.init).
@@ -154,7 +154,7 @@ def test_mlp_gives_hidden_layers_their_activation_gain_and_the_output_layer_gain
     ("flatten linear silu linear", {1: math.sqrt(2.0), 3: 1.0}),  # torch has no SiLU gain: relu's
 ])
 def test_the_gain_is_the_first_activation_after_a_weight_layer(layers, gains):
-    from scratch_nn.layer_specs import (
+    from scratch_nn.spec.layer_specs import (
         BatchNorm1dSpec,
         DropoutSpec,
         FlattenSpec,

@@ -14,9 +14,20 @@ import pytest
 import torch
 
 from scratch_nn.activations import ReLU, erf, erfc
+from scratch_nn.blocks import Block
 from scratch_nn.gradcheck import check_layer_gradients
-from scratch_nn.image_specs import AvgPool2dSpec, BatchNorm2dSpec, Conv2dSpec, Dropout2dSpec, MaxPool2dSpec
-from scratch_nn.layer_specs import (
+from scratch_nn.layers import SHORT_BATCH, BatchNorm1d, Dropout, Linear
+from scratch_nn.model import LAYER_CLASSES
+from scratch_nn.spec.block_specs import ConcatSpec, ResidualSpec
+from scratch_nn.spec.image_specs import (
+    AdaptiveAvgPool2dSpec,
+    AvgPool2dSpec,
+    BatchNorm2dSpec,
+    Conv2dSpec,
+    Dropout2dSpec,
+    MaxPool2dSpec,
+)
+from scratch_nn.spec.layer_specs import (
     LAYER_SPECS,
     BatchNorm1dSpec,
     DropoutSpec,
@@ -33,8 +44,6 @@ from scratch_nn.layer_specs import (
     SoftplusSpec,
     TanhSpec,
 )
-from scratch_nn.layers import SHORT_BATCH, BatchNorm1d, Dropout, Linear
-from scratch_nn.model import LAYER_CLASSES
 from torch_ref.model import TORCH_BUILDERS
 
 GRAD_TOLERANCE = 1e-7  # max elementwise relative error of a float64 finite-difference check
@@ -68,10 +77,35 @@ LAYER_ROWS = {
     "batch_norm2d": [(BatchNorm2dSpec(), (3, 2, 2)),
                      (BatchNorm2dSpec(eps=1e-3, momentum=0.2, affine=False), (2, 3, 3))],
     "dropout2d": [(Dropout2dSpec(0.4), (3, 2, 2))],
+    "adaptive_avg_pool2d": [(AdaptiveAvgPool2dSpec(1), (3, 4, 5)), (AdaptiveAvgPool2dSpec((2, 3)), (2, 5, 7))],
+    "residual": [  # identity shortcut; projection shortcut with stride 2; a block nested in the body
+        (ResidualSpec((Conv2dSpec(3, 3, padding=1), BatchNorm2dSpec(), TanhSpec(), Conv2dSpec(3, 3, padding=1))),
+         (3, 5, 5)),
+        (ResidualSpec((Conv2dSpec(4, 3, stride=2, padding=1), BatchNorm2dSpec()),
+                      shortcut=(Conv2dSpec(4, 1, stride=2, bias=False), BatchNorm2dSpec())), (2, 6, 6)),
+        (ResidualSpec((Conv2dSpec(2, 3, padding=1), ResidualSpec((TanhSpec(), Conv2dSpec(2, 1))))), (2, 4, 4))],
+    "concat": [  # branches of different channel counts, one a pooling branch, one holding a block
+        (ConcatSpec(((Conv2dSpec(2, 1),), (Conv2dSpec(3, 3, padding=1), TanhSpec()),
+                     (AvgPool2dSpec(3, stride=1, padding=1), Conv2dSpec(1, 1)))), (2, 5, 5)),
+        (ConcatSpec(((Conv2dSpec(3, 5, padding=2),), (ResidualSpec((Conv2dSpec(2, 3, padding=1),)),))), (2, 4, 4))],
 }
 ROWS = [pytest.param(spec, shape, id=f"{spec.toml()} on {shape}") for rows in LAYER_ROWS.values()
         for spec, shape in rows]
 ACTIVATION_ROWS = [row for row in ROWS if row.values[0].role == "activation"]
+
+
+def sublayers(layer, prefix=""):
+    """(torch's name relative to `layer`, layer) of the layer and, for a block, of every layer inside it."""
+    found = [(prefix, layer)]
+    for name, child in (layer.children() if isinstance(layer, Block) else []):
+        found += sublayers(child, f"{prefix}{name}.")
+    return found
+
+
+def named_state(layer, kind):
+    """A layer's `params`, `grads` or `buffers`, blocks' inner layers included, by torch's names ("body.0.weight")."""
+    return {f"{prefix}{name}": value for prefix, inner in sublayers(layer)
+            for name, value in getattr(inner, kind).items()}
 
 
 def both_sides(spec, shape, rng, dtype=np.float64):
@@ -79,11 +113,13 @@ def both_sides(spec, shape, rng, dtype=np.float64):
     parameters copied from scratch's (randomised first: batch-norm's would be ones and zeros)."""
     ours = LAYER_CLASSES[spec.type](spec, shape, np.dtype(dtype), rng)
     theirs = TORCH_BUILDERS[spec.type](spec, shape, {np.float64: torch.float64, np.float32: torch.float32}[dtype])
-    for value in ours.params.values():
+    params = named_state(ours, "params")
+    assert set(params) == set(dict(theirs.named_parameters())), "both sides name the parameters alike"
+    for value in params.values():
         value[...] = rng.uniform(0.5, 1.5, value.shape) * rng.choice([-1, 1], value.shape)
     with torch.no_grad():
-        for name, value in ours.params.items():
-            getattr(theirs, name).copy_(torch.tensor(value))
+        for name, value in params.items():
+            theirs.get_parameter(name).copy_(torch.tensor(value))
     return ours, theirs
 
 
@@ -163,7 +199,8 @@ def test_layer_gradient_matches_finite_differences(spec, shape, rng, worst_gradi
 @pytest.mark.parametrize("spec, shape", ROWS)
 def test_layer_matches_torch_forward_backward_and_state(spec, shape, training, rng):
     ours, theirs = both_sides(spec, shape, rng)
-    ours.training = training
+    for _, layer in sublayers(ours):
+        layer.training = training
     theirs.train(training)
     x = rng.standard_normal((6, *shape)) * 2
     out = ours.forward(x)
@@ -173,11 +210,11 @@ def test_layer_matches_torch_forward_backward_and_state(spec, shape, training, r
     out_torch, grad_torch = torch_forward_backward(theirs, x, grad_out)
     np.testing.assert_allclose(out, out_torch, rtol=TORCH_RTOL, atol=TORCH_ATOL)
     np.testing.assert_allclose(ours.backward(grad_out), grad_torch, rtol=1e-11, atol=TORCH_ATOL)
-    for name, grad in ours.grads.items():
-        np.testing.assert_allclose(grad, getattr(theirs, name).grad.numpy(), rtol=1e-11, atol=1e-12)
+    for name, grad in named_state(ours, "grads").items():
+        np.testing.assert_allclose(grad, theirs.get_parameter(name).grad.numpy(), rtol=1e-11, atol=1e-12)
     torch_buffers = dict(theirs.named_buffers())
-    assert set(ours.buffers) == set(torch_buffers)
-    for name, value in ours.buffers.items():
+    assert set(named_state(ours, "buffers")) == set(torch_buffers)
+    for name, value in named_state(ours, "buffers").items():
         np.testing.assert_allclose(value, torch_buffers[name].numpy(), rtol=1e-13, atol=1e-14)
 
 
@@ -192,9 +229,9 @@ def test_layer_follows_the_protocol(spec, shape, rng):
     assert out.dtype == np.float32 and out.shape == (4, *spec.output_shape(shape))
     grad_in = layer.backward(np.ones_like(out))
     assert grad_in.dtype == np.float32 and grad_in.shape == x.shape
-    grads = {name: grad.copy() for name, grad in layer.grads.items()}
+    grads = {name: grad.copy() for name, grad in named_state(layer, "grads").items()}
     assert layer.backward(np.ones_like(out), input_grad=False) is None
-    for name, grad in layer.grads.items():
+    for name, grad in named_state(layer, "grads").items():
         np.testing.assert_array_equal(grad, grads[name])
 
 

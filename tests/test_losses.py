@@ -7,8 +7,8 @@ import torch
 
 from scratch_nn.gradcheck import numerical_gradient, relative_error
 from scratch_nn.losses import CrossEntropyLoss, MSELoss, build_loss, log_softmax, softmax
-from scratch_nn.notation import parse_layers
 from scratch_nn.spec import ModelSpec
+from scratch_nn.spec.notation import parse_layers
 
 GRAD_TOLERANCE = 1e-7
 N, C = 7, 10  # an odd batch: the mean must be over the batch actually given

@@ -12,11 +12,11 @@ import scratch_nn
 from scratch_nn.activations import ACTIVATION_CLASSES
 from scratch_nn.gradcheck import check_model_gradients
 from scratch_nn.io import load_npz, save_npz
-from scratch_nn.layer_specs import LinearSpec
 from scratch_nn.losses import CrossEntropyLoss, MSELoss, build_loss
 from scratch_nn.model import MLP
-from scratch_nn.notation import block_layers, parse_layers
 from scratch_nn.spec import ModelSpec
+from scratch_nn.spec.layer_specs import LinearSpec
+from scratch_nn.spec.notation import block_layers, parse_layers
 
 GRAD_TOLERANCE = 1e-7
 

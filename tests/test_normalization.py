@@ -6,10 +6,10 @@ from twin_check import FLOAT32, FLOAT64, channel_major, check_against_torch
 
 from scratch_nn.gradcheck import check_layer_gradients
 from scratch_nn.layer import Flatten
-from scratch_nn.layer_specs import FlattenSpec
 from scratch_nn.layers import Dropout
 from scratch_nn.normalization import BatchNorm2d, Dropout2d
-from scratch_nn.spec_checks import SpecError
+from scratch_nn.spec.layer_specs import FlattenSpec
+from scratch_nn.spec.spec_checks import SpecError
 
 GRAD_TOLERANCE = 1e-7
 CHECK = {"eps": 1e-3, "order": 4}

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from scratch_nn.layer_specs import BatchNorm1dSpec, ELUSpec, FlattenSpec, LinearSpec, ReLUSpec
-from scratch_nn.notation import block_layers, format_layers, layers_text, parse_layers
 from scratch_nn.spec import ModelSpec, SpecError, builtin_spec_names, load_builtin_spec, with_overrides
+from scratch_nn.spec.layer_specs import BatchNorm1dSpec, ELUSpec, FlattenSpec, LinearSpec, ReLUSpec
+from scratch_nn.spec.notation import block_layers, format_layers, layers_text, parse_layers
 
 
 def blocks(*hidden: tuple, output: int = 10) -> tuple:

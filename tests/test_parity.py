@@ -42,12 +42,12 @@ from benchmark.parity.trajectory import trajectory_parity
 from benchmark.sides import scratch as scratch_side
 from scratch_nn import optim
 from scratch_nn.activations import ReLU, Tanh
-from scratch_nn.layer_specs import LinearSpec
 from scratch_nn.layers import BatchNorm1d, Dropout, Linear
 from scratch_nn.losses import CrossEntropyLoss
 from scratch_nn.model import MLP
-from scratch_nn.notation import block_layers
 from scratch_nn.spec import ACTIVATIONS, INITS, OPTIMIZERS, ModelSpec, TrainSpec, validate_model
+from scratch_nn.spec.layer_specs import LinearSpec
+from scratch_nn.spec.notation import block_layers
 
 INPUTS, CLASSES = 20, 10
 OPTIONS = [(False, 0.0), (True, 0.0), (False, 0.25), (True, 0.25)]  # (batch_norm, dropout) of layer 1

@@ -27,8 +27,8 @@ from benchmark.sanity import checks, health, training
 from benchmark.study.backends import thread_environment
 from scratch_nn.activations import ReLU
 from scratch_nn.model import MLP
-from scratch_nn.notation import parse_layers
 from scratch_nn.spec import ModelSpec, TrainSpec, load_spec
+from scratch_nn.spec.notation import parse_layers
 
 TRAIN = TrainSpec(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=64)
 

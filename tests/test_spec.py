@@ -5,8 +5,6 @@ import math
 
 import pytest
 
-from scratch_nn.layer_specs import LAYER_SPECS, DropoutSpec, LeakyReLUSpec, LinearSpec, TanhSpec
-from scratch_nn.notation import parse_layers
 from scratch_nn.spec import (
     ACTIVATIONS,
     DEFAULT_SPEC,
@@ -23,6 +21,8 @@ from scratch_nn.spec import (
     validate,
     with_overrides,
 )
+from scratch_nn.spec.layer_specs import LAYER_SPECS, DropoutSpec, LeakyReLUSpec, LinearSpec, TanhSpec
+from scratch_nn.spec.notation import parse_layers
 
 MINIMAL_TOML = """
 name = "tiny"

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import torch_ref
-from scratch_nn.layer_specs import LinearSpec
 from scratch_nn.layers import Dropout
 from scratch_nn.model import MLP
-from scratch_nn.notation import block_layers, parse_layers
 from scratch_nn.spec import ACTIVATIONS, OPTIMIZERS, ModelSpec, TrainSpec
+from scratch_nn.spec.layer_specs import LinearSpec
+from scratch_nn.spec.notation import block_layers, parse_layers
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import torch
 
 from scratch_nn.losses import build_loss
 from scratch_nn.model import MLP
-from scratch_nn.notation import parse_layers
 from scratch_nn.optim import SGD
 from scratch_nn.spec import ModelSpec
+from scratch_nn.spec.notation import parse_layers
 from scratch_nn.train import add_l1_gradient, l1_penalty, train_step
 
 

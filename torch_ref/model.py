@@ -62,6 +62,41 @@ class MaskedDropout2d(MaskedDropout):
         return x * mask
 
 
+class Residual(nn.Module):
+    """y = body(x) + shortcut(x), torchvision's BasicBlock pattern (its ReLU after the add is the
+    next layer of the list): `body` and `shortcut` are `nn.Sequential`s; no shortcut is the identity
+    (then no module: the state_dict has no `shortcut` keys, as scratch's has none)."""
+
+    def __init__(self, body: nn.Sequential, shortcut: nn.Sequential | None) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+
+class Concat(nn.Module):
+    """y = torch.cat([branch(x) for branch in branches], dim=1), GoogLeNet's Inception module:
+    `branches` is an `nn.ModuleList` of `nn.Sequential`s (names `branches.1.0.weight`)."""
+
+    def __init__(self, branches: list[nn.Sequential]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+
+def sequential(layer_specs, input_shape: tuple[int, ...], dtype: torch.dtype) -> nn.Sequential:
+    """One `nn.Sequential` of a list of layer specs (the model's own, or a block's)."""
+    modules, shape = [], tuple(input_shape)
+    for layer_spec in layer_specs:
+        modules.append(TORCH_BUILDERS[layer_spec.type](layer_spec, shape, dtype))
+        shape = layer_spec.output_shape(shape)
+    return nn.Sequential(*modules)
+
+
 def elementwise(module: type[nn.Module]):
     """The builder of an activation: torch's module with the spec's settings (torch's argument names)."""
     return lambda spec, shape, dtype: module(**spec.arguments())
@@ -80,6 +115,10 @@ TORCH_BUILDERS = {
     "batch_norm2d": lambda spec, shape, dtype: nn.BatchNorm2d(shape[0], spec.eps, spec.momentum, spec.affine,
                                                               dtype=dtype),
     "dropout2d": lambda spec, shape, dtype: MaskedDropout2d(spec.p),  # takes the scratch side's masks
+    "adaptive_avg_pool2d": lambda spec, shape, dtype: nn.AdaptiveAvgPool2d(spec.output_size),
+    "residual": lambda spec, shape, dtype: Residual(sequential(spec.layers, shape, dtype),
+                                                    spec.shortcut and sequential(spec.shortcut, shape, dtype)),
+    "concat": lambda spec, shape, dtype: Concat([sequential(branch, shape, dtype) for branch in spec.branches]),
     "identity": elementwise(nn.Identity),
     "relu": elementwise(nn.ReLU),
     "leaky_relu": elementwise(nn.LeakyReLU),
@@ -99,9 +138,7 @@ class TorchSequential(nn.Module):
     def __init__(self, model_spec: ModelSpec) -> None:
         super().__init__()
         dtype = TORCH_DTYPES[model_spec.dtype]
-        input_shapes = (model_spec.input_shape, *model_spec.shapes[:-1])
-        self.layers = nn.Sequential(*[TORCH_BUILDERS[layer.type](layer, shape, dtype)
-                                      for layer, shape in zip(model_spec.layers, input_shapes)])
+        self.layers = sequential(model_spec.layers, model_spec.input_shape, dtype)
         self.dtype = dtype
         self.spec = model_spec
 
@@ -109,8 +146,9 @@ class TorchSequential(nn.Module):
         return self.layers(x)  # (N, *input_shape) -> logits (N, classes)
 
     def weight_layers(self) -> list[tuple[str, nn.Module]]:
-        """The modules the spec names as weight layers (L1 sums their weights), by name."""
-        return [(f"layers.{index}", self.layers[index]) for index in self.spec.weight_layers()]
+        """The modules the spec names as weight layers (L1 sums their weights), by name, inside blocks too."""
+        modules = dict(named_layers(self))
+        return [(name, modules[name]) for name in self.spec.weight_layer_names()]
 
 
 TorchMLP = TorchSequential  # the name the project started with
@@ -122,8 +160,10 @@ def build_model(model_spec: ModelSpec) -> TorchSequential:
 
 
 def named_layers(module: TorchSequential) -> list[tuple[str, nn.Module]]:
-    """[("layers.0", Linear), ("layers.1", ReLU), ...], the names scratch's `named_layers()` uses."""
-    return [(f"layers.{name}", layer) for name, layer in module.layers.named_children()]
+    """[("layers.0", Linear), ("layers.1", ReLU), ...], the names scratch's `named_layers()` uses: a
+    block, then its own layers ("layers.3.body.0", "layers.5.branches.1.0"), as `spec.entries`."""
+    modules = dict(module.named_modules())
+    return [(entry.name, modules[entry.name]) for entry in module.spec.entries]
 
 
 def load_from_numpy(module: nn.Module, state: dict[str, np.ndarray]) -> None:

@@ -7,7 +7,10 @@
 
 Forward hooks record each layer's input and output and call `retain_grad()` on them, so that after
 `loss.backward()` their `.grad` holds the gradient with respect to them. This is how the parity
-engine looks inside the torch side without changing the module.
+engine looks inside the torch side without changing the module. Inside a block one tensor feeds
+several layers (a residual block's input feeds its body and its shortcut, and is the body's first
+layer's input too), so a pre-hook hands each layer its own alias of its input (`view_as`, no
+copy): its `.grad` is what that layer alone sends back, as scratch's `backward` returns it.
 """
 from __future__ import annotations
 
@@ -63,8 +66,12 @@ def forward_backward(module: nn.Module, loss_fn: nn.Module, x: np.ndarray, y: np
             return (inputs[0] + torch.from_numpy(delta), *inputs[1:])
         return pre_hook
 
+    def own_input(layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (inputs[0].view_as(inputs[0]), *inputs[1:])  # a tensor of this layer's own (see above)
+
     handles = [layers[name].register_forward_pre_hook(nudger(np.array(delta)))
                for name, delta in (nudges or {}).items()]
+    handles += [layer.register_forward_pre_hook(own_input) for layer in layers.values()]
     handles += [layer.register_forward_hook(recorder(name)) for name, layer in layers.items()]
     try:
         logits = module(torch.from_numpy(x.copy()).requires_grad_())

@@ -117,10 +117,11 @@ def spec_label(spec: Spec) -> str:
     shapes = linear_shapes(spec.model)
     sizes = [fan_out for _, fan_out in shapes] if spec.model.input_shape != (shapes[0][0],) else [
         shapes[0][0]] + [fan_out for _, fan_out in shapes]
-    convolutions = [f"conv{layer.out_channels}@{layer.kernel_size}" for layer in spec.model.layers
+    layers = [entry.spec for entry in spec.model.entries]  # inside blocks too
+    convolutions = [f"conv{layer.out_channels}@{layer.kernel_size}" for layer in layers
                     if layer.type == "conv2d"]  # a CNN: `conv6@5-conv16@5-120-84-10 relu, ...`
     sizes = [*convolutions, *sizes]
-    activations = "/".join(dict.fromkeys(layer.type for layer in spec.model.layers if layer.role == "activation"))
+    activations = "/".join(dict.fromkeys(layer.type for layer in layers if layer.role == "activation"))
     train = spec.train
     extra = f" momentum={train.momentum:g}" if train.momentum and "momentum" in settings_in_use(spec) else ""
     return f"{'-'.join(map(str, sizes))} {activations}, {train.optimizer} lr={train.lr:g}{extra}"
@@ -204,7 +205,7 @@ def targets(results: BenchResults) -> list[dict]:
     """The issue's targets that this run's rows can answer, each with the measured value."""
     rows, found = results.rows, []
     for spec in results.plan.specs:
-        cnn = any(layer.type == "conv2d" for layer in spec.model.layers)
+        cnn = any(entry.spec.type == "conv2d" for entry in spec.model.entries)
         for dtype in results.plan.dtypes:
             ratios = {row["batch_size"]: row["ratio"] for row in rows
                       if row["spec"] == spec.name and row["dtype"] == dtype and row["metric"] == "step_time"}

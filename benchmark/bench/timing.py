@@ -31,16 +31,16 @@ from scratch_nn.spec import ModelSpec
 def linear_shapes(model_spec: ModelSpec) -> list[tuple[int, int]]:
     """(in_features, out_features) of every linear layer of the spec's list, in order, read off the
     shapes the spec propagated."""
-    input_shapes = (model_spec.input_shape, *model_spec.shapes[:-1])
-    return [(shape[0], layer.out_features) for layer, shape in zip(model_spec.layers, input_shapes)
-            if layer.type == "linear"]
+    return [(entry.input_shape[0], entry.spec.out_features) for entry in model_spec.entries
+            if entry.spec.type == "linear"]
 
 
 def product_flops(model_spec: ModelSpec, batch_size: int) -> list[int]:
-    """The forward product's FLOPs of every weight layer (linear, conv2d), in order (the module docstring)."""
-    input_shapes = (model_spec.input_shape, *model_spec.shapes[:-1])
+    """The forward product's FLOPs of every weight layer (linear, conv2d), in order (the module docstring);
+    a block adds nothing of its own (its sum and concatenation are no products)."""
     flops = []
-    for layer, shape, output in zip(model_spec.layers, input_shapes, model_spec.shapes):
+    for entry in model_spec.entries:  # every layer, inside residual and concat blocks too
+        layer, shape, output = entry.spec, entry.input_shape, entry.output_shape
         if layer.type == "linear":
             flops.append(2 * batch_size * shape[0] * layer.out_features)
         elif layer.type == "conv2d":

@@ -163,7 +163,7 @@ def check_batch_sizes(plan: Plan, args: argparse.Namespace) -> None:
 def check_batch_norm(plan: Plan) -> None:
     """Batch-norm cannot train on a batch of one (torch refuses it too): refuse such a plan up front."""
     for spec in plan.specs:
-        if not any(layer.type == "batch_norm1d" for layer in spec.model.layers):
+        if not any(entry.spec.type == "batch_norm1d" for entry in spec.model.entries):
             continue
         if 1 in plan.batch_sizes:
             raise UserError(f"spec {spec.name!r} has batch-norm, which cannot train on a batch of 1 "

@@ -17,9 +17,9 @@ from dataclasses import fields
 from benchmark.commands.specargs import add_model_arguments, spec_from_args
 from benchmark.core.tables import format_table, terminal_width
 from benchmark.report.layer_table import COLUMNS, layer_rows
-from scratch_nn.layer_specs import shape_text
-from scratch_nn.notation import format_layers, layers_text
 from scratch_nn.spec import Spec, TrainSpec, builtin_spec_names, load_builtin_spec, settings_in_use
+from scratch_nn.spec.layer_specs import shape_text
+from scratch_nn.spec.notation import format_layers, layers_text
 
 
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def training_line(spec: Spec) -> str:
 def run_describe(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     rows = layer_rows(spec)
-    total = sum(row["params"] for row in rows)
+    total = sum(row["params"] for row in rows if not row["layer"].startswith(" "))  # a block's row counts its own
     print(f"model: {spec.name}" + (f" — {spec.description}" if spec.description else ""))
     print(format_table(rows, COLUMNS, right=("params",)))
     compact = format_layers(spec.model)

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from benchmark.commands.specargs import add_model_arguments
 from benchmark.core.errors import UserError, check_output_folder
-from scratch_nn.data_spec import FUNCTION_TARGETS, REGRESSION_LOSSES
+from scratch_nn.spec.data_spec import FUNCTION_TARGETS, REGRESSION_LOSSES
 from scratch_nn.spec import Spec, load_spec, with_overrides
 
 
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 def run_one(spec: Spec, points, args: argparse.Namespace, name: str, start: float) -> int:
     from benchmark.fit.report import summary, write_fit_report
     from benchmark.fit.training import fit_both
-    from scratch_nn.notation import layers_text
+    from scratch_nn.spec.notation import layers_text
 
     print(f"fit: {points.name} ({points.formula}) on {len(points)} points in [{points.low:g}, {points.high:g}]; "
           f"{layers_text(spec.model)}, {spec.model.dtype}, {spec.model.loss}, {spec.train.optimizer} "

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                TRAIN_IMAGES // max(args.steps, 1), f"the {TRAIN_IMAGES} MNIST training images" if args.steps < 2
                else f"1/{args.steps} of the {TRAIN_IMAGES} MNIST training images "
                     f"(--steps {args.steps}: distinct batches)")
-    if batch < 2 and any(layer.type == "batch_norm1d" for layer in spec.model.layers):
+    if batch < 2 and any(entry.spec.type == "batch_norm1d" for entry in spec.model.entries):
         raise UserError(f"--batch {batch}: batch norm needs at least 2 examples per batch in training")
     if args.dump:
         check_output_file(args.dump, "--dump")

@@ -87,7 +87,7 @@ def check_input(args: argparse.Namespace, spec: Spec) -> None:
     check_size(batch_size_flag(args), spec.train.batch_size, train_size,
                f"the {train_size} training images it draws from"
                + (" (--train-limit)" if args.train_limit else ""))
-    if any(layer.type == "batch_norm1d" for layer in spec.model.layers):
+    if any(entry.spec.type == "batch_norm1d" for entry in spec.model.entries):
         if train_size % spec.train.batch_size == 1:
             raise UserError(f"with batch-norm, the last batch of {train_size} images in batches of "
                             f"{spec.train.batch_size} would hold 1 image, whose variance is undefined "
@@ -168,7 +168,7 @@ def targets(record: RunRecord, spec: Spec, full_data: bool, learner: bool = Fals
                  "holds": difference <= TARGET_DIFFERENCE_PP}]
         return [{**row, "target": row["target"] + " (on a subset: not the real target)"} if not full_data else row
                 for row in rows]
-    cnn = any(layer.type == "conv2d" for layer in spec.model.layers)
+    cnn = any(entry.spec.type == "conv2d" for entry in spec.model.entries)
     least, most_pp, seconds = ((CNN_TARGETS["accuracy"], CNN_TARGETS["difference_pp"], CNN_TARGETS["seconds"]) if cnn
                                else (TARGET_ACCURACY, TARGET_DIFFERENCE_PP, TARGET_SECONDS))
     rows = [

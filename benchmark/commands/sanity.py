@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.commands.specargs import spec_from_args
     from benchmark.data.mnist import load_mnist
     from scratch_nn.model import MLP
-    from scratch_nn.notation import format_layers, layers_text
+    from scratch_nn.spec.notation import format_layers, layers_text
 
     spec = spec_from_args(args)
     check_input(spec, args)

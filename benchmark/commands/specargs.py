@@ -12,7 +12,7 @@ import argparse
 
 from scratch_nn.spec import ACTIVATIONS, DEFAULT_SPEC, DTYPES, INITS, OPTIMIZERS, Spec, load_spec, with_overrides
 
-# The grammar of scratch_nn.notation, which is also what `svt specs`, `describe`, `sanity` and the report print.
+# The grammar of scratch_nn.spec.notation, which is also what `svt specs`, `describe`, `sanity` and the report print.
 LAYERS_HELP = (
     "the hidden layers, then the output size (optionally with an output activation, 10:sigmoid, for "
     "squared error or binary cross-entropy on probabilities): ITEM,...,ITEM,10 with "

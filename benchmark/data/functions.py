@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.core.errors import UserError
-from scratch_nn.data_spec import FUNCTION_TARGETS, DataSpec
+from scratch_nn.spec.data_spec import FUNCTION_TARGETS, DataSpec
 
 
 def plateau(x: np.ndarray) -> np.ndarray:
@@ -37,7 +37,7 @@ TARGETS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {  # name -
     "step": (lambda x: np.where(x < 0.0, -1.0, 1.0), "-1 for x < 0, else 1"),
     "plateau": (plateau, "1 / (1 + exp(-8 (x - 1)))"),
 }
-assert tuple(TARGETS) == FUNCTION_TARGETS, "scratch_nn.data_spec.FUNCTION_TARGETS names these targets"
+assert tuple(TARGETS) == FUNCTION_TARGETS, "scratch_nn.spec.data_spec.FUNCTION_TARGETS names these targets"
 
 
 @dataclass(frozen=True)

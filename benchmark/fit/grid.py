@@ -17,7 +17,7 @@ from benchmark.core.jsonio import json_ready
 from benchmark.fit.training import Fit
 from benchmark.report import page
 from benchmark.report.plots import plt, to_png
-from scratch_nn.notation import layers_text
+from scratch_nn.spec.notation import layers_text
 
 
 def rows_of(fits: list[Fit], titles: list[str]) -> list[dict]:

@@ -82,7 +82,7 @@ def grid_picture(fits: list[Fit], titles: list[str], columns: int = 3, captions:
 
 def network_words(fit: Fit) -> str:
     """`20:tanh,1`; a network of linear layers only, `5,1 (no activation)`; else the layer types."""
-    from scratch_nn.notation import layers_text
+    from scratch_nn.spec.notation import layers_text
 
     layers = fit.spec.model.layers
     if all(layer.type == "linear" for layer in layers):

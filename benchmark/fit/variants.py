@@ -13,8 +13,8 @@ import itertools
 from dataclasses import replace
 
 from benchmark.core.errors import UserError
-from scratch_nn.data_spec import DataSpec
-from scratch_nn.layer_specs import LAYER_SPECS, LinearSpec
+from scratch_nn.spec.data_spec import DataSpec
+from scratch_nn.spec.layer_specs import LAYER_SPECS, LinearSpec
 from scratch_nn.spec import ACTIVATIONS, INITS, LOSSES, OPTIMIZERS, ModelSpec, Spec, TrainSpec, validate
 
 VARY_KEYS = ("activation", "init", "optimizer", "lr", "width", "depth", "loss")

@@ -153,8 +153,8 @@ def judge_pass(passes: Passes, layers: dict, x: np.ndarray, y: np.ndarray, l1: f
                                   pass_pairs(reference, torch_reference, kinds, allowances))
 
     def alone(side):  # each of this side's operations from its own inputs, in float64
-        last = list(kinds)[-1]
-        grad_outs = {**dict(zip(kinds, [side.grad_inputs[name] for name in list(kinds)[1:]])), last: side.grad_logits}
+        last = [name for name in kinds if kinks.list_position(name)[0] == "layers"][-1]  # gives the logits
+        grad_outs = kinks.layer_grad_outputs(kinds, side.grad_inputs, side.grad_logits, side.outputs)
         return each_layer_alone(passes.before(), passes.loss_fn, as_float64(kinks.layer_inputs(kinds, x, side.outputs)),
                                 as_float64(grad_outs), side.outputs[last].astype(np.float64),
                                 targets_as(y, np.float64), l1, masks64)

@@ -61,9 +61,48 @@ def kink_points(layer) -> tuple[float, ...]:
     return (float(layer.min_val), float(layer.max_val)) if points is None else points
 
 
+def list_position(name: str) -> tuple[str, int, str]:
+    """"layers.3.body.2" -> ("layers.3.body", 2, "layers.3"): the list a layer is in, its index there,
+    and the block that holds that list ("" for the model's own list; "layers.5.branches.1" -> "layers.5")."""
+    prefix, _, index = name.rpartition(".")
+    parts = prefix.split(".")
+    if prefix == "layers":
+        return prefix, int(index), ""
+    return prefix, int(index), ".".join(parts[:-2] if parts[-2] == "branches" else parts[:-1])
+
+
 def layer_inputs(kinds: dict[str, str], x: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each layer's input: x for the first, the previous layer's output for the others."""
-    return dict(zip(kinds, [x, *(outputs[name] for name in list(kinds)[:-1])]))
+    """Each layer's input (`kinds` in the model's order, blocks before their layers): x for the first
+    layer, the previous layer of its list's output for the others, and for the first layer of a
+    block's list (body, shortcut, branch) the block's own input."""
+    inputs = {}
+    for name in kinds:
+        prefix, index, block = list_position(name)
+        inputs[name] = outputs[f"{prefix}.{index - 1}"] if index else (inputs[block] if block else x)
+    return inputs
+
+
+def layer_grad_outputs(kinds: dict[str, str], grad_inputs: dict[str, np.ndarray], grad_logits: np.ndarray,
+                       outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each layer's dL/d(output): the next layer of its list's dL/d(input); for the last layer of the
+    model dL/dlogits, of a body or shortcut the block's own dL/d(output) (the sum passes it to both),
+    of a branch its channels' slice of the concat's dL/d(output)."""
+    grad_outs: dict[str, np.ndarray] = {}
+    for name in kinds:  # a block comes before its layers, so its own entry is there when they need it
+        prefix, index, block = list_position(name)
+        if f"{prefix}.{index + 1}" in kinds:
+            grad_outs[name] = grad_inputs[f"{prefix}.{index + 1}"]
+        elif not block:
+            grad_outs[name] = grad_logits
+        elif prefix.split(".")[-2] != "branches":
+            grad_outs[name] = grad_outs[block]
+        else:  # after the channels of the branches before this one (their last layers' outputs)
+            before = [outputs[key] for key in kinds if list_position(key)[2] == block and
+                      f"{list_position(key)[0]}.{list_position(key)[1] + 1}" not in kinds and
+                      int(list_position(key)[0].rpartition(".")[2]) < int(prefix.rpartition(".")[2])]
+            start = sum(output.shape[1] for output in before)
+            grad_outs[name] = grad_outs[block][:, start:start + outputs[name].shape[1]]
+    return grad_outs
 
 
 def crossings(layers: dict, scratch: dict[str, np.ndarray], exact: dict[str, np.ndarray],

@@ -185,10 +185,12 @@ def loss_free_names(model, train_spec) -> set[str]:
     the same state, so the noise of one step does not reach the next.)"""
     if train_spec.optimizer == "sgd":
         return set()
-    layers, kinds = model.named_layers(), [layer.type for layer in model.spec.layers]
+    layers, kinds = dict(model.named_layers()), {entry.name: entry.spec.type for entry in model.spec.entries}
     names = set()
-    for (name, layer), (_, following), kind in zip(layers, layers[1:], kinds[1:]):
-        if kind == "batch_norm1d" and following.training and "bias" in layer.params:
+    for name, layer in layers.items():
+        prefix, _, index = name.rpartition(".")
+        following = f"{prefix}.{int(index) + 1}"  # the next layer of the same list (inside a block too)
+        if kinds.get(following) == "batch_norm1d" and layers[following].training and "bias" in layer.params:
             names.add(f"{name}.bias")
             states = ("step", "exp_avg", "exp_avg_sq", "square_avg", "momentum_buffer")
             names |= {f"{name}.bias.{key}" for key in states}

@@ -23,8 +23,8 @@ import pandas as pd
 
 from benchmark.report.layer_table import COLUMNS, layer_rows
 from benchmark.report.record import RunRecord
-from scratch_nn.notation import format_layers, layers_text
 from scratch_nn.spec import Spec, settings_in_use
+from scratch_nn.spec.notation import format_layers, layers_text
 
 PAGE = Template("""<!DOCTYPE html>
 <html lang="en">

@@ -253,9 +253,9 @@ def finish(record: RunRecord, sides, seconds: dict, test) -> RunRecord:
             record.probabilities[side.name] = probabilities
             record.predictions[side.name] = probabilities.argmax(axis=1)
         eval_seconds = time.perf_counter() - begun
-        first = record.spec.model.weight_layers()[0]  # the first weight layer of the spec's list
-        record.first_layer_weights[side.name] = side.weights()[f"layers.{first}.weight"]
-        if test is not None and any(layer.type == "conv2d" for layer in record.spec.model.layers):
+        first = record.spec.model.weight_layer_names()[0]  # the first weight layer of the spec's list
+        record.first_layer_weights[side.name] = side.weights()[f"{first}.weight"]
+        if test is not None and any(entry.spec.type == "conv2d" for entry in record.spec.model.entries):
             record.feature_maps[side.name] = side.feature_maps(test[0][:1])  # the first test digit
         steps = sum(row["side"] == side.name for row in record.steps)
         record.timing[side.name] = {"train_seconds": seconds[side.name],

@@ -41,8 +41,8 @@ def working_copy(model, dropout: bool = True):
     """A deep copy of `model` in training mode; `dropout=False` turns its Dropout layers off only
     (BatchNorm keeps using batch statistics)."""
     model = copy.deepcopy(model).train()
-    for layer, layer_spec in zip(model.layers, model.spec.layers):
-        if layer_spec.type == "dropout":
+    for (_, layer), entry in zip(model.named_layers(), model.spec.entries):  # inside blocks too
+        if entry.spec.type == "dropout":
             layer.training = dropout
     return model
 
@@ -86,12 +86,13 @@ def check_initial_loss(model, x: np.ndarray, y: np.ndarray) -> CheckResult:
 def suspect_layers(model, broken: set[str]) -> str:
     """Layers that can hold a backward bug, given the parameters whose gradients are wrong: from the
     deepest layer with a wrong gradient up to the next layer whose gradient is right."""
-    names = [name for name, _ in model.named_layers()]
-    with_params = [index for index, (_, layer) in enumerate(model.named_layers()) if layer.params]
+    named = model.named_layers()  # in the model's order, a block before its own layers
+    names = [name for name, _ in named]
+    with_params = [index for index, (_, layer) in enumerate(named) if layer.params]
     deepest = max(names.index(name) for name in broken)
     right = [index for index in with_params if index > deepest]
     end = right[0] if right else len(names)
-    return ", ".join(f"{names[index]} ({type(model.layers[index]).__name__})" for index in range(deepest, end))
+    return ", ".join(f"{names[index]} ({type(named[index][1]).__name__})" for index in range(deepest, end))
 
 
 def check_gradients(model, x: np.ndarray, y: np.ndarray, l1: float = 0.0) -> CheckResult:

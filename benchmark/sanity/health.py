@@ -22,6 +22,7 @@ import numpy as np
 
 from benchmark.sanity.checks import CheckResult, working_copy
 from benchmark.sides.probe import unit_stats
+from benchmark.sides.scratch import watching
 from scratch_nn.losses import build_loss
 
 VANISHING_RATIO = 1e-3
@@ -35,23 +36,26 @@ def layer_profile(model, x: np.ndarray, y: np.ndarray) -> list[dict]:
     backward on (x, y): {"layer", "type" (the class, ReLU), "grad_rms" | "dead" | "saturated"}."""
     model = working_copy(model, dropout=False)
     rows = []
+    layers, kinds = dict(model.named_layers()), {entry.name: entry.spec.type for entry in model.spec.entries}
+
+    def profile(name, output):  # every layer's output, inside blocks too
+        stats, kind, layer = unit_stats(kinds[name], output), kinds[name], layers[name]
+        if kind == "relu":  # shown by the built layer's class name: ReLU
+            rows.append({"layer": name, "type": type(layer).__name__, "dead": stats["dead_fraction"]})
+        elif kind in ("sigmoid", "tanh"):
+            rows.append({"layer": name, "type": type(layer).__name__, "saturated": stats["saturated_fraction"]})
     with np.errstate(all="ignore"):
-        hidden = x
-        for (name, layer), kind in zip(model.named_layers(), [layer.type for layer in model.spec.layers]):
-            hidden = layer.forward(hidden)
-            stats = unit_stats(kind, hidden)
-            if kind == "relu":  # shown by the built layer's class name: ReLU
-                rows.append({"layer": name, "type": type(layer).__name__, "dead": stats["dead_fraction"]})
-            elif kind in ("sigmoid", "tanh"):
-                rows.append({"layer": name, "type": type(layer).__name__, "saturated": stats["saturated_fraction"]})
+        with watching(model, profile):
+            logits = model.forward(x)
         loss_fn = build_loss(model.spec)
-        loss_fn.forward(hidden, y)
+        loss_fn.forward(logits, y)
         model.backward(loss_fn.backward(), input_grad=False)
         for name, layer in model.weight_layers():
             grad = layer.grads["weight"].astype(np.float64)
             rows.append({"layer": name, "type": type(layer).__name__, "weight": True,
                          "grad_rms": float(np.sqrt(np.mean(grad * grad)))})
-    return sorted(rows, key=lambda row: int(row["layer"].rpartition(".")[2]))
+    order = list(layers)  # the model's order, a block before its own layers
+    return sorted(rows, key=lambda row: order.index(row["layer"]))
 
 
 def gradient_ratio(rows: list[dict]) -> float:

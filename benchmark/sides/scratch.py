@@ -19,6 +19,7 @@ gradient, the loss, the gradients, buffers and dropout masks, copied.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,26 +50,61 @@ class Pass:
     grad_logits: np.ndarray  # dL/d(logits): what the loss's backward handed the last layer
 
 
+@contextmanager
+def watching(model, after_forward=None, before_backward=None, after_backward=None):
+    """Within the block, every layer of `model` (inside blocks too) calls `after_forward(name, output)`
+    after its forward, `before_backward(name, grad_out)` and `after_backward(name, grad_in)` around its
+    backward: torch's forward hooks, for a scratch model. The layers' own `forward`/`backward` are
+    shadowed by wrappers on the instances for the time of the block and restored after it, so the
+    model runs its own code (a block routes the gradients itself) and the training loop pays nothing."""
+    layers = model.named_layers()
+
+    def wrap(name, layer):
+        forward, backward = layer.forward, layer.backward
+
+        def watched_forward(x):
+            output = forward(x)
+            if after_forward:
+                after_forward(name, output)
+            return output
+
+        def watched_backward(grad_out, input_grad=True):
+            if before_backward:
+                before_backward(name, grad_out)
+            grad_in = backward(grad_out, input_grad)
+            if after_backward and grad_in is not None:
+                after_backward(name, grad_in)
+            return grad_in
+        layer.forward, layer.backward = watched_forward, watched_backward
+
+    for name, layer in layers:
+        wrap(name, layer)
+    try:
+        yield
+    finally:
+        for _, layer in layers:
+            del layer.forward, layer.backward  # the class's methods again
+
+
 def scratch_pass(model, x: np.ndarray, y: np.ndarray, l1: float = 0.0, masks: dict | None = None) -> Pass:
-    """Forward and backward of a scratch model layer by layer (which is all `MLP.forward`/`backward`
-    do), keeping copies of every intermediate. `masks` are injected into the dropout layers."""
+    """Forward and backward of a scratch model (`model.forward`/`backward` themselves), keeping
+    copies of every layer's output, input gradient and output gradient, blocks' inner layers
+    included (`watching`). `masks` are injected into the dropout layers by name."""
     if x.dtype != model.dtype:
         raise ValueError(f"x has dtype {x.dtype}, the model is {model.dtype}; convert with x.astype(np.{model.dtype})")
     loss_fn, layers = build_loss(model.spec), model.named_layers()
-    outputs, grad_inputs, grad_outputs = {}, {}, {}
-    hidden = x
     for name, layer in layers:
         if name in (masks or {}):
             layer.next_mask = masks[name]
-        hidden = layer.forward(hidden)
-        outputs[name] = hidden.copy()  # layers may reuse their arrays; keep what was returned now
-    loss = loss_fn.forward(hidden, y) + l1_penalty(model, l1)
-    grad = loss_fn.backward()
-    grad_logits = grad.copy()
-    for name, layer in reversed(layers):
-        grad_outputs[name] = grad.copy()
-        grad = layer.backward(grad)
-        grad_inputs[name] = grad.copy()
+    outputs, grad_inputs, grad_outputs = {}, {}, {}
+    # copies: layers may reuse their arrays; keep what was handed on now
+    with watching(model, lambda name, output: outputs.__setitem__(name, output.copy()),
+                  lambda name, grad: grad_outputs.__setitem__(name, grad.copy()),
+                  lambda name, grad: grad_inputs.__setitem__(name, grad.copy())):
+        logits = model.forward(x)
+        loss = loss_fn.forward(logits, y) + l1_penalty(model, l1)
+        grad_logits = loss_fn.backward()
+        model.backward(grad_logits.copy())
     add_l1_gradient(model, l1)
     grads = {name: grad.copy() for name, grad in model.named_gradients()}
     used = {name: layer.mask for name, layer in layers if isinstance(layer, Dropout) and layer.training}
@@ -145,17 +181,18 @@ class ScratchSide:
         return self.loss_value(), int(np.count_nonzero(self.logits.argmax(axis=1) == y))
 
     def _forward_observed(self, x: np.ndarray) -> np.ndarray:
-        """`model.forward`, layer by layer, keeping the activation statistics of each layer."""
-        units = []
-        hidden = x
-        for (name, layer), layer_spec in zip(self.model.named_layers(), self.model.spec.layers):
-            hidden = layer.forward(hidden)
+        """`model.forward`, keeping the activation statistics of each layer (inside blocks too)."""
+        units, kinds = [], {entry.name: entry.spec.type for entry in self.model.spec.entries}
+
+        def observe(name, output):
             with self.instrumentation:
-                stats = probe.unit_stats(layer_spec.type, hidden)
+                stats = probe.unit_stats(kinds[name], output)
                 if not (np.isnan(stats["dead_fraction"]) and np.isnan(stats["saturated_fraction"])):
                     units.append({"layer": name, **stats})
+        with watching(self.model, observe):
+            logits = self.model.forward(x)
         self.diagnostics["units"] = units
-        return hidden
+        return logits
 
     # -- everything else ----------------------------------------------------------------------
 
@@ -198,11 +235,13 @@ class ScratchSide:
     def feature_maps(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Each conv2d layer's output (C, H, W) for one example (1, *input_shape), in eval mode."""
         self.model.eval()
-        maps, hidden = {}, image
-        for (name, layer), kind in zip(self.model.named_layers(), [spec.type for spec in self.model.spec.layers]):
-            hidden = layer.forward(hidden)
-            if kind == "conv2d":
-                maps[name] = np.array(hidden[0])
+        maps, kinds = {}, {entry.name: entry.spec.type for entry in self.model.spec.entries}
+
+        def keep(name, output):
+            if kinds[name] == "conv2d":
+                maps[name] = np.array(output[0])
+        with watching(self.model, keep):
+            self.model.forward(image)
         self.model.train()
         return maps
 

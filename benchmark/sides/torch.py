@@ -146,8 +146,8 @@ class TorchSide:
 
         import torch_ref
 
-        return [layer.register_forward_hook(hook(name, layer_spec.type))
-                for (name, layer), layer_spec in zip(torch_ref.named_layers(self.module), self.module.spec.layers)]
+        return [layer.register_forward_hook(hook(name, entry.spec.type))  # every layer, inside blocks too
+                for (name, layer), entry in zip(torch_ref.named_layers(self.module), self.module.spec.entries)]
 
     # -- everything else ----------------------------------------------------------------------
 
@@ -192,12 +192,14 @@ class TorchSide:
 
     def feature_maps(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Each conv2d layer's output (C, H, W) for one example (1, *input_shape), in eval mode (forward hooks)."""
+        import torch_ref
+
         maps, handles = {}, []
-        for index, layer in enumerate(self.module.spec.layers):
-            if layer.type == "conv2d":
-                def keep(module, inputs, output, name=f"layers.{index}"):
+        for (name, layer), entry in zip(torch_ref.named_layers(self.module), self.module.spec.entries):
+            if entry.spec.type == "conv2d":
+                def keep(module, inputs, output, name=name):
                     maps[name] = output[0].detach().numpy().copy()
-                handles.append(self.module.layers[index].register_forward_hook(keep))
+                handles.append(layer.register_forward_hook(keep))
         self.module.eval()
         try:
             self.infer(self.torch.from_numpy(image))

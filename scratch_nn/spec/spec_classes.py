@@ -1,21 +1,23 @@
 """The spec's frozen dataclasses (ModelSpec, TrainSpec, Spec) and their validation, done once.
 
 `scratch_nn.spec` reads them from TOML and the command line; everything else trusts a validated
-spec. A model is its layer list (`scratch_nn.layer_specs`), the shape of one input example and
+spec. A model is its layer list (`scratch_nn.spec.layer_specs`), the shape of one input example and
 the settings its layers share.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
-from scratch_nn.data_spec import CLASSIFICATION_LOSSES, DataSpec, validate_data, validate_fit_model
+from scratch_nn.spec.data_spec import CLASSIFICATION_LOSSES, DataSpec, validate_data, validate_fit_model
 from scratch_nn.init import SCHEMES
-from scratch_nn.layer_specs import LayerSpec, init_gain, propagate_shapes, shape_text
-from scratch_nn.spec_checks import SpecError, check_choice, check_int, check_number
+from scratch_nn.spec.block_specs import LayerEntry, layer_entries
+from scratch_nn.spec.layer_specs import LayerSpec, init_gain, propagate_shapes, shape_text
+from scratch_nn.spec.spec_checks import SpecError, check_choice, check_int, check_number
 
 INITS = SCHEMES  # torch_default, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal, zeros, constant
-LOSSES = ("cross_entropy", "mse", "l1", "huber")  # l1 and huber: a fit's (scratch_nn.data_spec)
+LOSSES = ("cross_entropy", "mse", "l1", "huber")  # l1 and huber: a fit's (scratch_nn.spec.data_spec)
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
 DTYPES = ("float32", "float64")
@@ -27,7 +29,7 @@ DEFAULT_SPEC = "mnist-mlp"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The network: its layers in order (one entry per layer, `scratch_nn.layer_specs`), the shape of
+    """The network: its layers in order (one entry per layer, `scratch_nn.spec.layer_specs`), the shape of
     one input example, and the settings every layer shares."""
 
     layers: tuple[LayerSpec, ...]
@@ -51,12 +53,26 @@ class ModelSpec:
 
     def weight_init(self, index: int) -> tuple[str, float]:
         """(scheme, Kaiming gain) of weight layer `index`: its own init or the model's, and the gain of
-        the first activation after it (`scratch_nn.layer_specs.init_gain`)."""
+        the first activation after it (`scratch_nn.spec.layer_specs.init_gain`)."""
         return self.layers[index].init or self.init, init_gain(self.layers, index)
 
     def weight_layers(self) -> list[int]:
-        """The indices of the weight layers (those initialised by `init`, and whose weights L1 sums)."""
+        """The indices of the weight layers of the model's own list (`weight_layer_names` for all of them)."""
         return [index for index, layer in enumerate(self.layers) if layer.role == "weight"]
+
+    @cached_property
+    def entries(self) -> tuple[LayerEntry, ...]:
+        """Every layer, blocks' own layers included, with its torch name, shapes, depth and init gain,
+        in the order both sides build and run them (`scratch_nn.spec.block_specs.layer_entries`)."""
+        return tuple(layer_entries(self.layers, self.input_shape))
+
+    def weight_layer_names(self) -> list[str]:
+        """The names of every weight layer, inside blocks too ("layers.3.body.0"): init and L1 read them."""
+        return [entry.name for entry in self.entries if entry.spec.role == "weight"]
+
+    def layer_init(self, entry: LayerEntry) -> tuple[str, float]:
+        """(scheme, Kaiming gain) of a weight layer of `entries`: its own init or the model's, and its gain."""
+        return entry.spec.init or self.init, entry.gain
 
 
 @dataclass(frozen=True)
@@ -148,7 +164,7 @@ def validate_train(train: TrainSpec, where: str = "train", smallest_batch: int =
 
 def validate(spec: Spec, where: str = "spec") -> Spec:
     """Check every field of `spec`, and that it fits its data: MNIST (784 pixels in, 10 classes out)
-    or a function (one number in, one out: `scratch_nn.data_spec`)."""
+    or a function (one number in, one out: `scratch_nn.spec.data_spec`)."""
     validate_model(spec.model, f"{where}: model")
     if not isinstance(spec.data, DataSpec):
         raise SpecError(f"{where}: data must be a DataSpec, got {spec.data!r}")
@@ -163,7 +179,7 @@ def validate(spec: Spec, where: str = "spec") -> Spec:
     if math.prod(spec.model.input_shape) != MNIST_INPUT_SIZE:
         raise SpecError(f"{where}: input_shape {list(spec.model.input_shape)} does not fit MNIST images, which "
                         f"have {MNIST_INPUT_SIZE} pixels (28x28); use [{MNIST_INPUT_SIZE}] or [1, 28, 28]")
-    if spec.train.batch_size < 2 and any(layer.type == "batch_norm1d" for layer in spec.model.layers):
+    if spec.train.batch_size < 2 and any(entry.spec.type == "batch_norm1d" for entry in spec.model.entries):
         raise SpecError(f"{where}: batch_size {spec.train.batch_size} with batch_norm1d: batch-norm needs "
                         "at least 2 examples per batch for its statistics (torch refuses 1 too)")
     if spec.model.shapes[-1] != (MNIST_CLASSES,):

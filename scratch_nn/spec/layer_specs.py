@@ -21,10 +21,11 @@ import math
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
-from scratch_nn.image_specs import IMAGE_SPECS
 from scratch_nn.init import SCHEMES, calculate_gain
-from scratch_nn.layer_spec_base import LayerSpec, shape_text
-from scratch_nn.spec_checks import SpecError, check_bool, check_choice, check_int, check_number
+from scratch_nn.spec.block_specs import BLOCK_SPECS
+from scratch_nn.spec.image_specs import IMAGE_SPECS
+from scratch_nn.spec.layer_spec_base import LayerSpec, shape_text
+from scratch_nn.spec.spec_checks import SpecError, check_bool, check_choice, check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ class HardtanhSpec(ActivationSpec):
 
 LAYER_SPECS: dict[str, type[LayerSpec]] = {spec.type: spec for spec in (
     LinearSpec, BatchNorm1dSpec, DropoutSpec, FlattenSpec, IdentitySpec, ReLUSpec, LeakyReLUSpec, SigmoidSpec,
-    TanhSpec, ELUSpec, GELUSpec, SoftplusSpec, SiLUSpec, HardtanhSpec, *IMAGE_SPECS)}
+    TanhSpec, ELUSpec, GELUSpec, SoftplusSpec, SiLUSpec, HardtanhSpec, *IMAGE_SPECS, *BLOCK_SPECS)}
 ACTIVATIONS = tuple(name for name, spec in LAYER_SPECS.items() if spec.role == "activation")
 
 
@@ -233,8 +234,11 @@ def layer_from_dict(table: Any, where: str) -> LayerSpec:
         if key != "type" and key not in allowed:
             raise SpecError(f"{where}: unknown key {key!r} for a {kind} layer; allowed keys: "
                             f"{', '.join(['type', *allowed]) if allowed else 'type (it has no settings)'}")
+    values = {key: value for key, value in table.items() if key != "type"}
+    for key in set(getattr(cls, "nested", ())) & set(values):  # a block's lists of layers
+        values[key] = nested_layers(values[key], key, where)
     try:
-        layer = cls(**{key: value for key, value in table.items() if key != "type"})
+        layer = cls(**values)
     except TypeError:  # a required key is missing
         required = [field.name for field in fields(cls) if field.default is MISSING]
         raise SpecError(f"{where}: a {kind} layer needs {', '.join(required)}") from None
@@ -242,21 +246,41 @@ def layer_from_dict(table: Any, where: str) -> LayerSpec:
     return layer
 
 
+def nested_layers(value: Any, key: str, where: str) -> tuple:
+    """A block's list of layer tables (`layers`, `shortcut`) read into specs, or for `branches` a list
+    of such lists; named as torch names them (`layers.3.body.0`, `layers.5.branches.1.0`)."""
+    if key == "branches":
+        if not isinstance(value, list) or not value:
+            raise SpecError(f"{where}: branches must be a list of at least one list of layers, like "
+                            f"[[{{ type = \"conv2d\", out_channels = 8, kernel_size = 1 }}], [...]], got {value!r}")
+        return tuple(nested_layers(branch, f"branches.{index}", where) for index, branch in enumerate(value))
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where}: {key} must be a list of at least one layer, like [{{ type = \"conv2d\", "
+                        f"out_channels = 16, kernel_size = 3, padding = 1 }}], got {value!r}")
+    name = {"layers": "body"}.get(key, key)
+    return tuple(layer_from_dict(table, f"{where}.{name}.{index}") for index, table in enumerate(value))
+
+
 def propagate_shapes(layers: tuple[LayerSpec, ...], input_shape: tuple[int, ...],
-                     where: str = "model") -> tuple[tuple[int, ...], ...]:
-    """Every layer's output shape (batch left out), checking that each layer fits what flows in."""
+                     where: str = "model", prefix: str = "layers") -> tuple[tuple[int, ...], ...]:
+    """Every layer's output shape (batch left out), checking that each layer fits what flows in; a
+    block checks its own lists, naming their layers `prefix.i.body.j` and so on."""
     shapes, shape = [], tuple(input_shape)
     for index, layer in enumerate(layers):
+        name = f"{prefix}.{index}"
         if layer.vector_input and len(shape) != 1:
-            raise SpecError(f"{where}: layers.{index} ({layer.type}) needs an input of shape (N, features), "
+            raise SpecError(f"{where}: {name} ({layer.type}) needs an input of shape (N, features), "
                             f"got {shape_text(shape)}; put {{ type = \"flatten\" }} before it")
         if layer.image_input and len(shape) != 3:
-            raise SpecError(f"{where}: layers.{index} ({layer.type}) needs an input of shape (N, C, H, W), "
+            raise SpecError(f"{where}: {name} ({layer.type}) needs an input of shape (N, C, H, W), "
                             f"got {shape_text(shape)}; for MNIST images set input_shape = [1, 28, 28]")
+        if layer.role == "block":  # its messages name the layer inside it
+            shapes.append(shape := layer.output_shape(shape, where, name))
+            continue
         try:
             shape = layer.output_shape(shape)
         except SpecError as error:
-            raise SpecError(f"{where}: layers.{index} ({layer.type}): {error}") from None
+            raise SpecError(f"{where}: {name} ({layer.type}): {error}") from None
         shapes.append(shape)
     return tuple(shapes)
 
@@ -268,7 +292,7 @@ def init_gain(layers: tuple[LayerSpec, ...], index: int) -> float:
     BatchNorm1d -> activation takes the activation's gain. Kaiming init uses it; xavier keeps
     torch's default gain 1."""
     for layer in layers[index + 1:]:
-        if layer.role == "weight":
+        if layer.role in ("weight", "block"):
             break
         if layer.role == "activation":
             return layer.gain()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scratch_nn.spec_checks import SpecError, check_int, check_number
+from scratch_nn.spec.spec_checks import SpecError, check_int, check_number
 
 MNIST = "mnist"
 FUNCTION_TARGETS = ("line", "parabola", "sin", "abs", "step", "plateau")

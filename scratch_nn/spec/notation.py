@@ -18,7 +18,7 @@ activation when it names one. So `256:relu,10` is the list [linear 256, relu, li
 its layers layers.0 to layers.2; `30:sigmoid,10:sigmoid` is [linear 30, sigmoid, linear 10, sigmoid].
 
 - `COUNT x` repeats the item: `3x64:tanh` is `64:tanh,64:tanh,64:tanh`.
-- ACTIVATION is one of `scratch_nn.layer_specs.ACTIVATIONS` with its default settings (default
+- ACTIVATION is one of `scratch_nn.spec.layer_specs.ACTIVATIONS` with its default settings (default
   relu); `leaky_relu` may carry its negative slope right after the name, `leaky_relu0.2`.
 - `+bn` and `+dropoutP` (P in [0, 1); P = 0 adds no layer) may come in either order; they are
   printed `+bn` first.
@@ -31,7 +31,7 @@ trip `parse_layers(format_layers(model))` exactly.
 """
 from __future__ import annotations
 
-from scratch_nn.layer_specs import (
+from scratch_nn.spec.layer_specs import (
     ACTIVATIONS,
     LAYER_SPECS,
     BatchNorm1dSpec,
@@ -127,7 +127,9 @@ def layers_text(model) -> str:
     text = format_layers(model)
     if text is not None:
         return text
-    return f"{len(model.layers)} layers ({', '.join(layer.type for layer in model.layers)}; no --layers form)"
+    blocks = any(layer.role == "block" for layer in model.layers)
+    why = "; blocks have none: write them in a TOML spec" if blocks else ""
+    return f"{len(model.layers)} layers ({', '.join(layer.type for layer in model.layers)}; no --layers form{why})"
 
 
 def parse_layers(text: str, where: str = "--layers") -> tuple[LayerSpec, ...]:

@@ -1,5 +1,5 @@
-"""The base class of the layer specs (`scratch_nn.layer_specs` for the vector layers and activations,
-`scratch_nn.image_specs` for the image layers of a CNN), and how shapes are written in messages."""
+"""The base class of the layer specs (`scratch_nn.spec.layer_specs` for the vector layers and activations,
+`scratch_nn.spec.image_specs` for the image layers of a CNN), and how shapes are written in messages."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -38,6 +38,8 @@ class LayerSpec:
         def value(item: Any) -> str:
             if isinstance(item, (tuple, list)):
                 return "[" + ", ".join(value(part) for part in item) + "]"
+            if isinstance(item, dict):  # a layer inside a block
+                return "{ " + ", ".join(f"{key} = {value(part)}" for key, part in item.items()) + " }"
             return ("true" if item else "false") if isinstance(item, bool) else (
                 f'"{item}"' if isinstance(item, str) else repr(item))
         return "{ " + ", ".join(f"{key} = {value(item)}" for key, item in self.to_dict().items()) + " }"

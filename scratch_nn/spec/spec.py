@@ -1,8 +1,8 @@
 """The one spec both sides are built from, read from TOML or the command line: a model spec and a
-training spec, frozen dataclasses (`scratch_nn.spec_classes`, re-exported here).
+training spec, frozen dataclasses (`scratch_nn.spec.spec_classes`, re-exported here).
 
 A spec comes from a TOML file (built-in ones ship in `scratch_nn/specs/`), or from the compact
-command-line form `256:relu,128:tanh,10` (read and written by `scratch_nn.notation`). It is
+command-line form `256:relu,128:tanh,10` (read and written by `scratch_nn.spec.notation`). It is
 validated once, here, at the edge; the code that builds models and optimisers trusts it. Every
 error is a `SpecError` whose message says what was given, what is allowed, and where (file and key).
 
@@ -17,7 +17,7 @@ TOML layout (every key optional except the layers; unknown keys are errors):
     loss = "cross_entropy"        # or "mse" (on one-hot targets)
     label_smoothing = 0.0
     dtype = "float32"             # or "float64"
-    layers = [                    # one entry per layer: see scratch_nn.layer_specs (LAYER_SPECS)
+    layers = [                    # one entry per layer: see scratch_nn.spec.layer_specs (LAYER_SPECS)
       { type = "linear", out_features = 256 },
       { type = "relu" },
       { type = "linear", out_features = 10 },
@@ -37,10 +37,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from scratch_nn.data_spec import DataSpec
-from scratch_nn.layer_specs import ACTIVATIONS, LAYER_SPECS, LayerSpec, layer_from_dict
-from scratch_nn.spec_checks import SpecError
-from scratch_nn.spec_classes import (
+from scratch_nn.spec.data_spec import DataSpec
+from scratch_nn.spec.layer_specs import ACTIVATIONS, LAYER_SPECS, LayerSpec, layer_from_dict
+from scratch_nn.spec.spec_checks import SpecError
+from scratch_nn.spec.spec_classes import (
     DEFAULT_SPEC,
     DTYPES,
     INITS,
@@ -93,7 +93,7 @@ OLD_KEYS = {"units", "activation", "negative_slope", "batch_norm", "dropout"}  #
 def old_form_message(table: dict[str, Any], where: str) -> str:
     """The error for a hidden-block table of the old form (`units`, `activation`, ...): the same
     layers in the new form, one entry per layer."""
-    from scratch_nn.notation import block_layers  # here: notation builds on this module
+    from scratch_nn.spec.notation import block_layers  # here: notation builds on this module
 
     try:
         layers = block_layers(table["units"], table.get("activation", "relu"), table.get("negative_slope", 0.01),
@@ -185,7 +185,7 @@ def load_spec(name_or_path: str) -> Spec:
 
 
 # ---------------------------------------------------------------------------------------------
-# From the command line (the compact `--layers` form itself is `scratch_nn.notation`)
+# From the command line (the compact `--layers` form itself is `scratch_nn.spec.notation`)
 
 
 def with_overrides(spec: Spec, *, layers: str | None = None, model: dict[str, Any] | None = None,
@@ -195,7 +195,7 @@ def with_overrides(spec: Spec, *, layers: str | None = None, model: dict[str, An
     train_changes = {key: value for key, value in (train or {}).items() if value is not None}
     name, description = spec.name, spec.description
     if layers is not None:
-        from scratch_nn.notation import parse_layers  # here: notation builds on this module
+        from scratch_nn.spec.notation import parse_layers  # here: notation builds on this module
 
         model_changes.update(layers=parse_layers(layers))
         name = "layers-" + layers.replace(",", "-").replace(":", "")

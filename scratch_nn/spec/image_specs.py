@@ -1,6 +1,6 @@
 """The layer specs of a CNN's image layers: conv2d, max_pool2d, avg_pool2d, batch_norm2d, dropout2d.
 
-As the other layer specs (`scratch_nn.layer_specs`), a dataclass's fields are the keyword arguments
+As the other layer specs (`scratch_nn.spec.layer_specs`), a dataclass's fields are the keyword arguments
 of torch's module, with torch's defaults; the input channels are the shape flowing in. Each size
 (`kernel_size`, `stride`, `padding`, `dilation`) is an int or a pair [height, width], as torch's
 `_pair`. Their input is one image (C, H, W) (batch left out), and their output shape is computed
@@ -18,9 +18,9 @@ from typing import Any
 
 from scratch_nn.conv import conv2d_output_shape
 from scratch_nn.init import SCHEMES
-from scratch_nn.layer_spec_base import LayerSpec
 from scratch_nn.pooling import pool2d_output_shape
-from scratch_nn.spec_checks import SpecError, check_bool, check_choice, check_int, check_number
+from scratch_nn.spec.layer_spec_base import LayerSpec
+from scratch_nn.spec.spec_checks import SpecError, check_bool, check_choice, check_int, check_number
 
 Size = int | tuple[int, int]
 
@@ -175,4 +175,23 @@ class Dropout2dSpec(ImageSpec):
         check_number(self.p, "p", where, 0.0, 1.0)
 
 
-IMAGE_SPECS = (Conv2dSpec, MaxPool2dSpec, AvgPool2dSpec, BatchNorm2dSpec, Dropout2dSpec)
+@dataclass(frozen=True)
+class AdaptiveAvgPool2dSpec(ImageSpec):
+    """nn.AdaptiveAvgPool2d(output_size): the window sizes follow from the input's, so output_size = 1
+    is global average pooling (ResNet's and GoogLeNet's head)."""
+
+    output_size: Size
+
+    type = "adaptive_avg_pool2d"
+    always_shown = ("output_size",)
+    sizes = ("output_size",)
+
+    def check(self, where):
+        check_size(self.output_size, "output_size", where, 1)
+
+    def output_shape(self, shape):
+        height, width = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
+        return (shape[0], height, width)
+
+
+IMAGE_SPECS = (Conv2dSpec, MaxPool2dSpec, AvgPool2dSpec, BatchNorm2dSpec, Dropout2dSpec, AdaptiveAvgPool2dSpec)
