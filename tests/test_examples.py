@@ -24,9 +24,9 @@ import torch.nn.functional as F
 import torch_ref
 from benchmark.data.mnist import as_inputs, as_labels
 from scratch_nn.gradcheck import numerical_gradient, relative_error
+from scratch_nn.spec import ModelSpec
 from scratch_nn.spec.layer_specs import LAYER_SPECS
 from scratch_nn.spec.notation import parse_layers
-from scratch_nn.spec import ModelSpec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CORRECT = ["params_dict/correct.py", "weight_lists/correct.py", "layer_objects/correct.py",

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from scratch_nn.spec.data_spec import REGRESSION_LOSSES
 from scratch_nn.gradcheck import numerical_gradient, relative_error
 from scratch_nn.losses import MSELoss, build_loss
-from scratch_nn.spec.notation import parse_layers
 from scratch_nn.regression_losses import HuberLoss, L1Loss
 from scratch_nn.spec import ModelSpec
+from scratch_nn.spec.data_spec import REGRESSION_LOSSES
+from scratch_nn.spec.notation import parse_layers
 
 GRAD_TOLERANCE = 1e-7
 LOSSES = {  # name -> (scratch, torch)

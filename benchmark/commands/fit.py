@@ -18,8 +18,8 @@ from datetime import datetime
 
 from benchmark.commands.specargs import add_model_arguments
 from benchmark.core.errors import UserError, check_output_folder
-from scratch_nn.spec.data_spec import FUNCTION_TARGETS, REGRESSION_LOSSES
 from scratch_nn.spec import Spec, load_spec, with_overrides
+from scratch_nn.spec.data_spec import FUNCTION_TARGETS, REGRESSION_LOSSES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

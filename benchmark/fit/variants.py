@@ -13,9 +13,9 @@ import itertools
 from dataclasses import replace
 
 from benchmark.core.errors import UserError
+from scratch_nn.spec import ACTIVATIONS, INITS, LOSSES, OPTIMIZERS, ModelSpec, Spec, TrainSpec, validate
 from scratch_nn.spec.data_spec import DataSpec
 from scratch_nn.spec.layer_specs import LAYER_SPECS, LinearSpec
-from scratch_nn.spec import ACTIVATIONS, INITS, LOSSES, OPTIMIZERS, ModelSpec, Spec, TrainSpec, validate
 
 VARY_KEYS = ("activation", "init", "optimizer", "lr", "width", "depth", "loss")
 NO_ACTIVATION = "none"

@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from scratch_nn.spec.data_spec import CLASSIFICATION_LOSSES, DataSpec, validate_data, validate_fit_model
 from scratch_nn.init import SCHEMES
 from scratch_nn.spec.block_specs import LayerEntry, layer_entries
+from scratch_nn.spec.data_spec import CLASSIFICATION_LOSSES, DataSpec, validate_data, validate_fit_model
 from scratch_nn.spec.layer_specs import LayerSpec, init_gain, propagate_shapes, shape_text
 from scratch_nn.spec.spec_checks import SpecError, check_choice, check_int, check_number
 
