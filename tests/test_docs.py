@@ -34,7 +34,7 @@ FENCE = re.compile(r"^(```|~~~)")
 # A number: optional sign (not after a letter, digit or dot, so `784-256` is two numbers), digits with
 # thousands commas, a fraction, an exponent. Masked on both sides, so 98.30% matches 97.1%.
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
-TIMEOUT_SECONDS = 120
+TIMEOUT_SECONDS = 600  # a hang guard; on a busy shared machine a 2 s command can take minutes
 
 
 @dataclass
