@@ -172,7 +172,7 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
                      "the second call's gradients are wrong though the first call's were right: something is kept "
                      "from one call to the next (a cache of an earlier batch?)")
     right_first = {row.theirs: to_their_layout(row, e.passes[0][0].grads[row.twin]) for row in e.rows}
-    words += grouped([(row.theirs, gradient_words(row.theirs, row.their_shape, e.first["grads"][row.theirs],
+    gradients = grouped([(row.theirs, gradient_words(row.theirs, row.their_shape, e.first["grads"][row.theirs],
                                                   right_first[row.theirs], row.transposed, e.batch, e.dtype))
                       for row in e.rows if not by_name[f"{row.theirs}.grad"].ok])
     layers = {}
@@ -183,8 +183,10 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
     first_wrong = next((oks for _, _, oks in status if not all(oks)), [True])
     found = None if any(first_wrong) else where_words(  # a layer wrong in part: its gradients' findings say it
         [(layer, names, all(oks)) for layer, names, oks in status], activations_between(e.declaration.model))
-    words += [found] if found else []
-    if first_ok:
+    # named mistakes (a factor, a transpose, a shape) first, then where the error is, then the unnamed ones
+    words += [words for words in gradients if not is_unnamed(words)] + ([found] if found else [])
+    words += [words for words in gradients if is_unnamed(words)]
+    if first_ok and second_ok:  # (gradients that accumulate make every step wrong as well)
         words += step_findings(e)
     if e.first["mutated"] or e.second["mutated"]:
         words.append("loss_and_grads changed the x it was given (in place: x -= ..., x /= ..., x[...] = ...); "
@@ -194,6 +196,10 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
         words.append(f"{broken.name} differs from the twin's: rel error {broken.rel_error:.2e}, "
                      f"cosine {broken.cosine:.4f}")
     return words
+
+
+def is_unnamed(words: str) -> bool:
+    return "gradient is wrong: cosine" in words
 
 
 def grouped(items: list[tuple[str, str]]) -> list[str]:
