@@ -188,6 +188,10 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
     words += [words for words in gradients if is_unnamed(words)]
     if first_ok and second_ok:  # (gradients that accumulate make every step wrong as well)
         words += step_findings(e)
+    fd_broken = [row.name for row in e.fd_rows if not row.ok]
+    if gradients and fd_broken and by_name["loss"].ok:
+        words.append(f"finite differences of your own loss (which agrees with the twin's) disagree with your "
+                     f"gradients too ({', '.join(fd_broken)}): the backward is wrong, not the declaration")
     if e.first["mutated"] or e.second["mutated"]:
         words.append("loss_and_grads changed the x it was given (in place: x -= ..., x /= ..., x[...] = ...); "
                      "a training loop would then see altered data: work on a copy")
