@@ -85,6 +85,13 @@ def test_a_wrong_forward_is_told_apart_from_a_wrong_backward(tmp_path):
     assert all(row.ok for row in report.rows if row.name.startswith("fd/"))
 
 
+def test_a_wrong_reduction_is_told_by_the_ratio_of_the_losses(tmp_path):
+    report = checked(planted(tmp_path, text='\nREDUCTION = "sum"\n'))
+    assert report.findings[0].startswith("your loss differs from the twin's from the same weights")
+    assert 'yours is the twin\'s divided by N: a mean over the batch? declare REDUCTION = "mean"' in report.findings[0]
+    assert "your gradients fit your own loss" in report.findings[1]
+
+
 def test_a_wrong_backward_does_not_fit_its_own_loss_either(tmp_path):
     report = checked(planted(tmp_path, BUG="no_relu_backward"))
     assert not all(row.ok for row in report.rows if row.name.startswith("fd/W1"))
@@ -105,6 +112,8 @@ def test_their_exception_is_their_traceback_and_exit_2(tmp_path):
 
 @pytest.mark.parametrize("text, settings, words", [
     ("\ndel loss_and_grads\n", {}, r"model.py: defines no loss_and_grads; a model file needs TWIN"),
+    ("\nloss_and_grad = loss_and_grads\ndel loss_and_grads\n", {},
+     r"defines no loss_and_grads \(did you mean loss_and_grad\?\)"),
     ("", {"BUG": "wrong_keys"}, r"gradients for other keys than parameters\(\): missing \['W1'\], "
                                 r"unexpected \['dW1'\]"),
     ("\nparams['W9'] = np.zeros((3, 5))\n", {}, r"parameters\(\)\['W9'\] has shape \(3, 5\), which no twin parameter"),

@@ -12,6 +12,7 @@ patches it in this process only.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import sys
@@ -40,8 +41,10 @@ def load_module(path: str):
     spec.loader.exec_module(module)
     missing = [name for name in REQUIRED if not hasattr(module, name)]
     if missing:
-        raise Usage(f"defines no {', '.join(missing)}; a model file needs TWIN (e.g. \"100:relu,10\"), "
-                    "parameters() and loss_and_grads(x, y)")
+        defined = [name for name in vars(module) if not name.startswith("_")]
+        close = [match for name in missing for match in difflib.get_close_matches(name, defined, n=1)]
+        raise Usage(f"defines no {', '.join(missing)}" + (f" (did you mean {', '.join(close)}?)" if close else "")
+                    + "; a model file needs TWIN (e.g. \"100:relu,10\"), parameters() and loss_and_grads(x, y)")
     for name in ("parameters", "loss_and_grads", "forward", "step"):
         if hasattr(module, name) and not callable(getattr(module, name)):
             raise Usage(f"{name} must be a function, got {type(getattr(module, name)).__name__}")
