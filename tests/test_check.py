@@ -121,6 +121,7 @@ def test_their_exception_is_their_traceback_and_exit_2(tmp_path):
                                            r"parameter left has \(TWIN '16:relu,32:relu,10': layers.2.weight"),
     ("\nTWIN = '16:relu,10:relu,10'\n", {}, r"the twin \(TWIN '16:relu,10:relu,10'\) has layers.4.weight \(10, 10\), "
                                            r"layers.4.bias \(10,\) that none of your parameters maps to"),
+    ("\nforward = lambda x: None\n", {}, r"forward\(x\) must be an array of numbers, got NoneType"),
     ("\nLOSS = 'hinge'\n", {}, r"LOSS 'hinge' is not one of cross_entropy, squared_error, binary_cross_entropy"),
     ("\nTWIN = '16:relu,10:softmax'\n", {}, r"unknown activation 'softmax'"),
 ])
@@ -142,3 +143,16 @@ def test_the_command_prints_the_mapping_the_tensors_the_findings_and_exits_1(tmp
     assert re.search(r"W1\s+784x16\s+layers.0.weight\s+16x784\s+transposed \(in, out\)", result.stdout)
     assert "what is wrong:" in result.stdout and "times N = 32" in result.stdout
     assert result.stdout.strip().splitlines()[-1].startswith("model.py: WRONG: ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch", "0"], r"--batch must be a positive integer, got 0"),
+    (["--timeout", "0"], r"--timeout must be a positive number of seconds, got 0"),
+    (["--csv", "/no/such/folder/class.csv"], r"--csv '/no/such/folder/class.csv': the folder '/no/such/folder' does"),
+    (["--map", "W1"], r"--map: expected their=twin pairs separated by commas"),
+    ([], r"no-such.py: no such model file"),
+])
+def test_bad_options_are_refused_in_one_line_before_any_work(args, message):
+    result = svt("no-such.py", *args)
+    assert result.returncode == 2 and re.search(message, result.stderr), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -83,7 +83,7 @@ def loss_and_grads(module, x: np.ndarray, y: np.ndarray) -> dict:
     except (TypeError, ValueError):
         raise Usage(f"loss_and_grads returned a loss that is not one number: {type(loss).__name__} "
                     f"of shape {np.shape(loss)}") from None
-    grads = {name: np.array(value) for name, value in grads.items()}
+    grads = {name: numbers(value, f"loss_and_grads's gradient {name!r}") for name, value in grads.items()}
     mutated = x.shape != original.shape or not np.array_equal(x, original)
     return {"loss": loss, "grads": grads, "mutated": mutated}
 
@@ -120,7 +120,16 @@ def step(module, grads: dict[str, np.ndarray], lr: float) -> None:
 
 
 def forward(module, x: np.ndarray) -> np.ndarray:
-    return np.array(module.forward(x))
+    return numbers(module.forward(x), "forward(x)")
+
+
+def numbers(value, what: str) -> np.ndarray:
+    """A copy of `value` as a NumPy array of numbers, or a Usage error saying what it was."""
+    array = np.array(value)
+    if array.dtype.kind not in "fiu":
+        raise Usage(f"{what} must be an array of numbers, got {type(value).__name__}"
+                    + (f" of {array.dtype}" if isinstance(value, np.ndarray) else ""))
+    return array
 
 
 def their_traceback(error: BaseException) -> str:
