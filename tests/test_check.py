@@ -56,6 +56,7 @@ def test_a_correct_network_agrees_with_its_twin(tmp_path, settings):
     ("extra_half", r"times 0.5: an extra ½"),
     ("wrong_sign", r"times -1: the wrong sign"),
     ("bias_scalar", r"b1's gradient is a scalar \(shape \(\)\) but b1 is \(16,\): summed over every axis"),
+    ("transposed_shape", r"W1's gradient has shape \(16, 784\), W1 has \(784, 16\): transposed"),
     ("accumulate", r"gradients accumulate from call to call: the second call's are the first call's plus"),
     ("mutate_x", r"loss_and_grads changed the x it was given"),
     ("no_relu_backward", r"W2, b2 right; W1, b1 wrong: look at the backward through the relu \(layers.1\) "
