@@ -76,7 +76,7 @@ def test_a_transposed_square_gradient_is_found_and_the_square_layout_decided_by_
     assert square.transposed is True and square.how == "probe through your loss"
     assert any("W2's gradient is the right one transposed (a square layer" in f for f in report.findings), \
         report.findings
-    assert len(report.findings) == 1  # W1, b1, W3, b3 and b2 are right
+    assert len(report.findings) == 2 and "(fd/W2.grad)" in report.findings[1]  # W1, b1, W3, b3 and b2 are right
 
 
 def test_a_wrong_forward_is_told_apart_from_a_wrong_backward(tmp_path):

@@ -92,7 +92,7 @@ def gradient_words(theirs: str, their_shape: tuple, grad: np.ndarray, right: np.
         if flipped is not None:
             extra = "" if abs(flipped - 1) < 1e-3 else f", and {factor_words(flipped, batch)}"
             return (f"{theirs}'s gradient is the right one transposed (a square layer: the shape cannot tell; "
-                    f"{'x.T @ d and d.T @ x' if transposed is not None else ''} mixed up){extra}")
+                    f"x.T @ d and d.T @ x mixed up?){extra}")
     return (f"{theirs}'s gradient is wrong: cosine {cosine(grad, right):.4f} with the right one, norm "
             f"{np.linalg.norm(grad):.3g} where the right one has {np.linalg.norm(right):.3g}")
 
