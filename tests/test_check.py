@@ -122,6 +122,8 @@ def test_their_exception_is_their_traceback_and_exit_2(tmp_path):
                                            r"parameter left has \(TWIN '16:relu,32:relu,10': layers.2.weight"),
     ("\nTWIN = '16:relu,10:relu,10'\n", {}, r"the twin \(TWIN '16:relu,10:relu,10'\) has layers.4.weight \(10, 10\), "
                                            r"layers.4.bias \(10,\) that none of your parameters maps to"),
+    ("\n\ndef parameters():\n    return {key: value.copy() for key, value in params.items()}\n", {},
+     r"parameters\(\) must return the model's own arrays, .* W1, b1, W2, b2 are new each time"),
     ("\nforward = lambda x: None\n", {}, r"forward\(x\) must be an array of numbers, got NoneType"),
     ("\nLOSS = 'hinge'\n", {}, r"LOSS 'hinge' is not one of cross_entropy, squared_error, binary_cross_entropy"),
     ("\nTWIN = '16:relu,10:softmax'\n", {}, r"unknown activation 'softmax'"),

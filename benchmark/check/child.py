@@ -67,7 +67,12 @@ def declaration(module) -> dict:
     """What the file declares, and which optional functions it has."""
     values = {name: getattr(module, name) for name in ("TWIN", "LOSS", "REDUCTION", "SCALE") if hasattr(module, name)}
     values["has"] = [name for name in ("forward", "step") if hasattr(module, name)]
-    values["parameters"] = {name: value.copy() for name, value in their_parameters(module).items()}
+    first, again = their_parameters(module), their_parameters(module)
+    copies = [name for name, value in first.items() if not np.shares_memory(value, again.get(name, value[:0]))]
+    if copies:
+        raise Usage(f"parameters() must return the model's own arrays, which svt reads and writes in place, not "
+                    f"new copies at each call: {', '.join(copies)} {'is' if len(copies) == 1 else 'are'} new each time")
+    values["parameters"] = {name: value.copy() for name, value in first.items()}
     return values
 
 
