@@ -139,8 +139,8 @@ def numbers(value, what: str) -> np.ndarray:
 
 def their_traceback(error: BaseException) -> str:
     """The traceback without this module's frames: what their code did."""
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if os.path.abspath(frame.filename)
-              != THIS_FILE]
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if os.path.abspath(frame.filename) != THIS_FILE and not frame.filename.startswith("<frozen importlib")]
     lines = traceback.format_list(frames) + traceback.format_exception_only(type(error), error)
     return "Traceback (most recent call last):\n" + "".join(lines)
 
