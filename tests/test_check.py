@@ -56,6 +56,7 @@ def test_a_correct_network_agrees_with_its_twin(tmp_path, settings):
     ("extra_half", r"times 0.5: an extra ½"),
     ("wrong_sign", r"times -1: the wrong sign"),
     ("bias_scalar", r"b1's gradient is a scalar \(shape \(\)\) but b1 is \(16,\): summed over every axis"),
+    ("transposed_shape", r"W1's gradient has shape \(16, 784\), W1 has \(784, 16\): transposed"),
     ("accumulate", r"gradients accumulate from call to call: the second call's are the first call's plus"),
     ("mutate_x", r"loss_and_grads changed the x it was given"),
     ("no_relu_backward", r"W2, b2 right; W1, b1 wrong: look at the backward through the relu \(layers.1\) "
@@ -75,7 +76,7 @@ def test_a_transposed_square_gradient_is_found_and_the_square_layout_decided_by_
     assert square.transposed is True and square.how == "probe through your loss"
     assert any("W2's gradient is the right one transposed (a square layer" in f for f in report.findings), \
         report.findings
-    assert len(report.findings) == 1  # W1, b1, W3, b3 and b2 are right
+    assert len(report.findings) == 2 and "(fd/W2.grad)" in report.findings[1]  # W1, b1, W3, b3 and b2 are right
 
 
 def test_a_wrong_forward_is_told_apart_from_a_wrong_backward(tmp_path):
@@ -83,6 +84,13 @@ def test_a_wrong_forward_is_told_apart_from_a_wrong_backward(tmp_path):
     assert report.findings[0].startswith("your loss differs from the twin's from the same weights")
     assert "your gradients fit your own loss (finite differences agree at" in report.findings[1]
     assert all(row.ok for row in report.rows if row.name.startswith("fd/"))
+
+
+def test_a_wrong_reduction_is_told_by_the_ratio_of_the_losses(tmp_path):
+    report = checked(planted(tmp_path, text='\nREDUCTION = "sum"\n'))
+    assert report.findings[0].startswith("your loss differs from the twin's from the same weights")
+    assert 'yours is the twin\'s divided by N: a mean over the batch? declare REDUCTION = "mean"' in report.findings[0]
+    assert "your gradients fit your own loss" in report.findings[1]
 
 
 def test_a_wrong_backward_does_not_fit_its_own_loss_either(tmp_path):
@@ -105,6 +113,8 @@ def test_their_exception_is_their_traceback_and_exit_2(tmp_path):
 
 @pytest.mark.parametrize("text, settings, words", [
     ("\ndel loss_and_grads\n", {}, r"model.py: defines no loss_and_grads; a model file needs TWIN"),
+    ("\nloss_and_grad = loss_and_grads\ndel loss_and_grads\n", {},
+     r"defines no loss_and_grads \(did you mean loss_and_grad\?\)"),
     ("", {"BUG": "wrong_keys"}, r"gradients for other keys than parameters\(\): missing \['W1'\], "
                                 r"unexpected \['dW1'\]"),
     ("\nparams['W9'] = np.zeros((3, 5))\n", {}, r"parameters\(\)\['W9'\] has shape \(3, 5\), which no twin parameter"),
@@ -112,6 +122,9 @@ def test_their_exception_is_their_traceback_and_exit_2(tmp_path):
                                            r"parameter left has \(TWIN '16:relu,32:relu,10': layers.2.weight"),
     ("\nTWIN = '16:relu,10:relu,10'\n", {}, r"the twin \(TWIN '16:relu,10:relu,10'\) has layers.4.weight \(10, 10\), "
                                            r"layers.4.bias \(10,\) that none of your parameters maps to"),
+    ("\n\ndef parameters():\n    return {key: value.copy() for key, value in params.items()}\n", {},
+     r"parameters\(\) must return the model's own arrays, .* W1, b1, W2, b2 are new each time"),
+    ("\nforward = lambda x: None\n", {}, r"forward\(x\) must be an array of numbers, got NoneType"),
     ("\nLOSS = 'hinge'\n", {}, r"LOSS 'hinge' is not one of cross_entropy, squared_error, binary_cross_entropy"),
     ("\nTWIN = '16:relu,10:softmax'\n", {}, r"unknown activation 'softmax'"),
 ])
@@ -133,3 +146,16 @@ def test_the_command_prints_the_mapping_the_tensors_the_findings_and_exits_1(tmp
     assert re.search(r"W1\s+784x16\s+layers.0.weight\s+16x784\s+transposed \(in, out\)", result.stdout)
     assert "what is wrong:" in result.stdout and "times N = 32" in result.stdout
     assert result.stdout.strip().splitlines()[-1].startswith("model.py: WRONG: ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch", "0"], r"--batch must be a positive integer, got 0"),
+    (["--timeout", "0"], r"--timeout must be a positive number of seconds, got 0"),
+    (["--csv", "/no/such/folder/class.csv"], r"--csv '/no/such/folder/class.csv': the folder '/no/such/folder' does"),
+    (["--map", "W1"], r"--map: expected their=twin pairs separated by commas"),
+    ([], r"no-such.py: no such model file"),
+])
+def test_bad_options_are_refused_in_one_line_before_any_work(args, message):
+    result = svt("no-such.py", *args)
+    assert result.returncode == 2 and re.search(message, result.stderr), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

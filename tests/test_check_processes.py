@@ -128,3 +128,40 @@ def test_a_float32_network_is_judged_against_the_float64_twin(tmp_path):
     assert report.dtype == "float32" and report.ok, report.table()
     wrong = checked(planted(tmp_path, "wrong.py", DTYPE="np.float32", BUG="extra_half", OUTPUT="sigmoid"))
     assert any("times 0.5: an extra ½" in finding for finding in wrong.findings), wrong.findings
+
+
+def sigmoid_network(seed: int = 0):
+    """784-8-10, sigmoid hidden and output units, per-unit binary cross-entropy summed over the 10
+    outputs and averaged over the batch; weights listed before biases, biases as rows (1, out)."""
+    rng = np.random.default_rng(seed)
+    params = {"weights[0]": rng.normal(0, 0.05, (784, 8)), "weights[1]": rng.normal(0, 0.5, (8, 10)),
+              "biases[0]": rng.normal(0, 0.1, (1, 8)), "biases[1]": rng.normal(0, 0.1, (1, 10))}
+
+    def loss_and_grads(x, y):
+        n, target = len(x), np.eye(10)[y]
+        hidden = 1 / (1 + np.exp(-(x @ params["weights[0]"] + params["biases[0]"])))
+        out = 1 / (1 + np.exp(-(hidden @ params["weights[1]"] + params["biases[1]"])))
+        loss = -(target * np.log(out) + (1 - target) * np.log(1 - out)).sum(axis=1).mean()
+        d_out = (out - target) / n  # sigmoid and binary cross-entropy: the derivatives cancel to a - t
+        d_hidden = d_out @ params["weights[1]"].T * hidden * (1 - hidden)
+        return loss, {"weights[0]": x.T @ d_hidden, "weights[1]": hidden.T @ d_out,
+                      "biases[0]": d_hidden.sum(axis=0, keepdims=True), "biases[1]": d_out.sum(axis=0, keepdims=True)}
+
+    return params, loss_and_grads
+
+
+def test_binary_cross_entropy_on_sigmoid_outputs_with_weights_listed_first():
+    params, loss_and_grads = sigmoid_network()
+    report = check_model(parameters=params, loss_and_grads=loss_and_grads, twin="8:sigmoid,10:sigmoid",
+                         loss="binary_cross_entropy", batch=16)
+    assert report.ok, report.table()
+    assert [(row.theirs, row.twin, row.layout()) for row in report.mapping] == [
+        ("weights[0]", "layers.0.weight", "transposed (in, out)"), ("weights[1]", "layers.2.weight",
+                                                                     "transposed (in, out)"),
+        ("biases[0]", "layers.0.bias", "row (1, out)"), ("biases[1]", "layers.2.bias", "row (1, out)")]
+    declared_wrong = check_model(parameters=params, loss_and_grads=loss_and_grads, twin="8:sigmoid,10:sigmoid",
+                                 loss="squared_error", batch=16)
+    assert declared_wrong.findings[0].startswith("your loss differs from the twin's")
+    with pytest.raises(UserError, match=r"LOSS binary_cross_entropy takes probabilities: end TWIN with a sigmoid"):
+        check_model(parameters=params, loss_and_grads=loss_and_grads, twin="8:sigmoid,10",
+                    loss="binary_cross_entropy")

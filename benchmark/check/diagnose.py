@@ -69,8 +69,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / norms) if norms > 0 else float("nan")
 
 
-def gradient_words(theirs: str, their_shape: tuple, grad: np.ndarray, right: np.ndarray, transposed: bool,
-                   batch: int, dtype: str) -> str:
+def gradient_words(theirs: str, their_shape: tuple, grad: np.ndarray, right: np.ndarray, batch: int,
+                   dtype: str) -> str:
     """Why gradient `grad` (their layout, as they returned it) is not `right` (their layout)."""
     grad = np.asarray(grad)
     if grad.shape != tuple(their_shape):
@@ -92,7 +92,7 @@ def gradient_words(theirs: str, their_shape: tuple, grad: np.ndarray, right: np.
         if flipped is not None:
             extra = "" if abs(flipped - 1) < 1e-3 else f", and {factor_words(flipped, batch)}"
             return (f"{theirs}'s gradient is the right one transposed (a square layer: the shape cannot tell; "
-                    f"{'x.T @ d and d.T @ x' if transposed is not None else ''} mixed up){extra}")
+                    f"x.T @ d and d.T @ x mixed up?){extra}")
     return (f"{theirs}'s gradient is wrong: cosine {cosine(grad, right):.4f} with the right one, norm "
             f"{np.linalg.norm(grad):.3g} where the right one has {np.linalg.norm(right):.3g}")
 
@@ -171,21 +171,14 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
         words.append(accumulation_words(e.first["grads"], e.second["grads"], right_second, e.dtype) or
                      "the second call's gradients are wrong though the first call's were right: something is kept "
                      "from one call to the next (a cache of an earlier batch?)")
-    right_first = {row.theirs: to_their_layout(row, e.passes[0][0].grads[row.twin]) for row in e.rows}
-    words += grouped([(row.theirs, gradient_words(row.theirs, row.their_shape, e.first["grads"][row.theirs],
-                                                  right_first[row.theirs], row.transposed, e.batch, e.dtype))
-                      for row in e.rows if not by_name[f"{row.theirs}.grad"].ok])
-    layers = {}
-    for row in e.rows:
-        layers.setdefault(row.layer, []).append(row.theirs)
-    ordered = sorted(layers.items(), key=lambda item: -int(item[0].rpartition(".")[2]))
-    status = [(layer, names, [by_name[f"{name}.grad"].ok for name in names]) for layer, names in ordered]
-    first_wrong = next((oks for _, _, oks in status if not all(oks)), [True])
-    found = None if any(first_wrong) else where_words(  # a layer wrong in part: its gradients' findings say it
-        [(layer, names, all(oks)) for layer, names, oks in status], activations_between(e.declaration.model))
-    words += [found] if found else []
-    if first_ok:
+    gradients = gradient_findings(e, by_name)
+    words += gradients
+    if first_ok and second_ok:  # (gradients that accumulate make every step wrong as well)
         words += step_findings(e)
+    fd_broken = [row.name for row in e.fd_rows if not row.ok]
+    if gradients and fd_broken and by_name["loss"].ok:
+        words.append(f"finite differences of your own loss (which agrees with the twin's) disagree with your "
+                     f"gradients too ({', '.join(fd_broken)}): the backward is wrong, not the declaration")
     if e.first["mutated"] or e.second["mutated"]:
         words.append("loss_and_grads changed the x it was given (in place: x -= ..., x /= ..., x[...] = ...); "
                      "a training loop would then see altered data: work on a copy")
@@ -194,6 +187,29 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
         words.append(f"{broken.name} differs from the twin's: rel error {broken.rel_error:.2e}, "
                      f"cosine {broken.cosine:.4f}")
     return words
+
+
+def gradient_findings(e: Evidence, by_name: dict) -> list[str]:
+    """Each wrong gradient of the first call (alike ones said once), and where the error is: named
+    mistakes (a factor, a transpose, a shape) first, then where, then the unnamed ones."""
+    right_first = {row.theirs: to_their_layout(row, e.passes[0][0].grads[row.twin]) for row in e.rows}
+    gradients = grouped([(row.theirs, gradient_words(row.theirs, row.their_shape, e.first["grads"][row.theirs],
+                                                  right_first[row.theirs], e.batch, e.dtype))
+                         for row in e.rows if not by_name[f"{row.theirs}.grad"].ok])
+    layers: dict[str, list[str]] = {}
+    for row in e.rows:
+        layers.setdefault(row.layer, []).append(row.theirs)
+    ordered = sorted(layers.items(), key=lambda item: -int(item[0].rpartition(".")[2]))
+    status = [(layer, names, [by_name[f"{name}.grad"].ok for name in names]) for layer, names in ordered]
+    first_wrong = next((oks for _, _, oks in status if not all(oks)), [True])
+    found = None if any(first_wrong) else where_words(  # a layer wrong in part: its gradients' findings say it
+        [(layer, names, all(oks)) for layer, names, oks in status], activations_between(e.declaration.model))
+    return ([words for words in gradients if not is_unnamed(words)] + ([found] if found else [])
+            + [words for words in gradients if is_unnamed(words)])
+
+
+def is_unnamed(words: str) -> bool:
+    return "gradient is wrong: cosine" in words
 
 
 def grouped(items: list[tuple[str, str]]) -> list[str]:

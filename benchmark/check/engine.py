@@ -122,7 +122,8 @@ def check(model, options: CheckOptions, name: str) -> CheckReport:
     judged = judge(call_pairs(rows, first, passes[0], x, output, declaration, ""), dtype)
     judged += judge(call_pairs(rows, second, passes[1], x2, None, declaration, "2nd call/", loss=False), dtype)
     fd_rows, fd_loss = referee(model, rows, params, x[:FD_BATCH], y[:FD_BATCH], dtype, name)
-    steps = step_rows(model, rows, declaration, batches[:options.steps], options.lr, dtype, name)
+    shapes_fit = all(fits_their_shape(row, first["grads"][row.theirs]) for row in rows)  # else their step fails
+    steps = step_rows(model, rows, declaration, batches[:options.steps if shapes_fit else 0], options.lr, dtype, name)
     evidence = Evidence(rows, first, second, passes, output, fd_rows, steps, options.batch, dtype, declaration)
     return CheckReport(name, declaration, rows, judged + fd_rows + [row for step in steps for row in step["rows"]],
                        findings(evidence, judged), dtype, options.batch, fd_loss)
@@ -144,13 +145,18 @@ def allowances(recorded, x: np.ndarray, dtype: str) -> dict[str, float]:
             for name, layer_input, grad_out in zip(names, inputs, grad_outs)}
 
 
-def as_twin_gradient(row, grad: np.ndarray) -> np.ndarray:
-    """Their gradient in the twin's layout when it has their parameter's shape (up to size-1 axes), else as is."""
+def fits_their_shape(row, grad: np.ndarray) -> bool:
+    """The gradient has its parameter's shape, up to axes of size 1 ((out,) for an (out, 1) bias)."""
     grad = np.asarray(grad)
-    if grad.shape != row.their_shape and grad.size == int(np.prod(row.their_shape)) and \
-            np.squeeze(grad).shape == np.squeeze(np.empty(row.their_shape)).shape:
-        grad = grad.reshape(row.their_shape)
-    return to_twin_layout(row, grad) if grad.shape == row.their_shape else grad
+    return grad.shape == row.their_shape or (grad.size == int(np.prod(row.their_shape)) and
+                                             np.squeeze(grad).shape == np.squeeze(np.empty(row.their_shape)).shape)
+
+
+def as_twin_gradient(row, grad: np.ndarray) -> np.ndarray:
+    """Their gradient in the twin's layout; one of another shape flattened, so that it never matches
+    (a (100, 784) gradient of a (784, 100) weight has the twin's shape, but is not in its layout)."""
+    grad = np.asarray(grad)
+    return to_twin_layout(row, grad.reshape(row.their_shape)) if fits_their_shape(row, grad) else grad.ravel()
 
 
 def call_pairs(rows, seen: dict, passes: tuple, x: np.ndarray, output, declaration, prefix: str,

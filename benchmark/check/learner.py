@@ -154,8 +154,7 @@ class InMemoryModel:
         self.module = type("Model", (), {key: staticmethod(value) for key, value in self.functions.items()})
         self.child = child
         self.declared = {**(declared or {}), "has": [key for key in ("forward", "step") if key in self.functions]}
-        self.declared["parameters"] = self._run("parameters", lambda module: {
-            key: value.copy() for key, value in child.their_parameters(module).items()})
+        self.declared["parameters"] = self._run("parameters", child.declaration)["parameters"]  # checked as a file's
 
     def _run(self, what: str, function, *arguments):
         try:

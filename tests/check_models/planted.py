@@ -74,6 +74,8 @@ def loss_and_grads(x, y):
             d_z = d_a if BUG == "no_relu_backward" else d_a * (z_below > 0)
             if BUG == "forward_tanh":
                 d_z = d_a * (1 - np.tanh(z_below) ** 2)
+    if BUG == "transposed_shape":
+        grads["W1"] = grads["W1"].T
     if BUG == "transposed_square":
         grads["W2"] = grads["W2"].T
     if BUG == "accumulate":
