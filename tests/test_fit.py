@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from chromium_page import check_page, start_chromium
 
 from benchmark.commands.cli import main
 from benchmark.data.functions import load_points
@@ -98,9 +99,17 @@ def test_every_init_and_loss_fits_alike_on_both_sides(init, loss):
     assert result.parity_ok()
 
 
-def test_svt_fit_writes_the_report_folder(tmp_path):
+@pytest.fixture(scope="module")
+def abs_report(tmp_path_factory):
+    """`svt fit` run once: (the --out folder, the finished process)."""
+    out = tmp_path_factory.mktemp("fit")
     result = svt("fit", "--target", "abs", "--layers", "5:relu,1", "--lr", "0.01", "--epochs", "300",
-                 "--dtype", "float64", "--out", str(tmp_path), "--name", "abs")
+                 "--dtype", "float64", "--out", str(out), "--name", "abs")
+    return out, result
+
+
+def test_svt_fit_writes_the_report_folder(abs_report):
+    tmp_path, result = abs_report
     assert result.returncode == 0, result.stderr
     assert "ReLU breakpoints:" in result.stdout and "for 5 neurons" in result.stdout
     folder = tmp_path / "abs"
@@ -117,6 +126,14 @@ def test_svt_fit_writes_the_report_folder(tmp_path):
     page = (folder / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "ReLU breakpoints" in page
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # nothing half-written left
+
+
+def test_the_fit_page_in_chromium(abs_report, tmp_path):
+    driver = start_chromium(tmp_path / "profile")
+    try:
+        check_page(driver, abs_report[0] / "abs" / "report.html", "#verdict dl.facts", tmp_path / "fit.png")
+    finally:
+        driver.quit()
 
 
 def test_svt_fit_vary_trains_every_combination(tmp_path):

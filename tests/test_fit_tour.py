@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from chromium_page import check_page, start_chromium
 
 from benchmark.fit.tour import STEPS, claims, tour_fits, write_tour
 
@@ -55,3 +56,8 @@ def test_the_page_shows_every_panel_and_claim(fits, tmp_path):
     assert (tmp_path / "tour" / "tour.png").stat().st_size < 300_000
     page = (tmp_path / "tour" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 1 and "lr too large jumps around" in page
+    driver = start_chromium(tmp_path / "profile")
+    try:
+        check_page(driver, tmp_path / "tour" / "report.html", "#the-tour h2", tmp_path / "tour-page.png")
+    finally:
+        driver.quit()
