@@ -158,6 +158,8 @@ def test_svt_fit_vary_trains_every_combination(tmp_path):
     (["--vary", "width=a"], "--vary width=a: 'a' is not allowed; width takes an integer >= 1"),
     (["--spec", "mnist-mlp"], "spec 'mnist-mlp' trains on MNIST; give --target"),
     (["--tour", "--target", "sin"], "--tour draws its own fits"),
+    (["--batch-size", "65"], "--batch-size 65 is larger than the 64 points; the largest allowed is 64"),
+    (["--interval", "3,1"], "the interval must have low < high, got [3.0, 1.0]"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, arguments, message):
     (tmp_path / "bad.csv").write_text("x,y\n0,1\n1,abc\n")

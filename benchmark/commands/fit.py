@@ -24,6 +24,11 @@ from scratch_nn.spec import Spec, load_spec, with_overrides
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    fit_help = {"--spec": "a fit spec: a TOML file with a [data] table (default: sin, 20:tanh,1, SGD, 2000 steps)",
+                "--batch-size": "mini-batch size (default: all the points in one batch)",
+                "--epochs": "number of epochs; with all the points in one batch, the number of steps"}
+    for action in parser._actions:  # the shared options, as a fit reads them
+        action.help = fit_help.get(action.option_strings[0] if action.option_strings else "", action.help)
     group = parser.add_argument_group("fit")
     group.add_argument("--target", metavar="NAME|FILE.csv", default=None,
                        help=f"the function: one of {', '.join(FUNCTION_TARGETS)}, or a CSV file of x,y lines "
