@@ -49,7 +49,18 @@ def run_describe(args: argparse.Namespace) -> int:
     print(f"total parameters: {total:,}   dtype: {spec.model.dtype}   input: {shape_text(spec.model.input_shape)}   "
           f"loss: {spec.model.loss}")
     print(training_line(spec))
+    if spec.data.is_function:
+        print(data_line(spec))
     return 0
+
+
+def data_line(spec: Spec) -> str:
+    """`data: sin on 64 points in [-3, 3], noise 0.05 (seed 1)` or `data: points of FILE.csv`: a fit's [data]."""
+    data = spec.data
+    if data.is_file:
+        return f"data: the x,y points of {data.source} (svt fit)"
+    noise = f", noise {data.noise:g} (seed {data.seed})" if data.noise else ""
+    return f"data: {data.source} on {data.samples} points in [{data.low:g}, {data.high:g}]{noise} (svt fit)"
 
 
 def run_specs(args: argparse.Namespace) -> int:

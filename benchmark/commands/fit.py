@@ -24,6 +24,11 @@ from scratch_nn.spec.data_spec import FUNCTION_TARGETS, REGRESSION_LOSSES
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    fit_help = {"--spec": "a fit spec: a TOML file with a [data] table (default: sin, 20:tanh,1, SGD, 2000 steps)",
+                "--batch-size": "mini-batch size (default: all the points in one batch)",
+                "--epochs": "number of epochs; with all the points in one batch, the number of steps"}
+    for action in parser._actions:  # the shared options, as a fit reads them
+        action.help = fit_help.get(action.option_strings[0] if action.option_strings else "", action.help)
     group = parser.add_argument_group("fit")
     group.add_argument("--target", metavar="NAME|FILE.csv", default=None,
                        help=f"the function: one of {', '.join(FUNCTION_TARGETS)}, or a CSV file of x,y lines "
@@ -90,7 +95,7 @@ def report_name(args: argparse.Namespace, stem: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from benchmark.data.functions import load_points
-    from benchmark.fit.variants import parse_vary
+    from benchmark.fit.variants import combinations, parse_vary
 
     start = time.perf_counter()
     if args.checks < 0:
@@ -105,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         return run_tour(args.out, name, args.checks, start)
     spec = fit_spec_from_args(args)
     varies = [parse_vary(text) for text in args.vary]
+    runs = combinations(spec, varies) if varies else []  # each combination validated before any work
     points = load_points(spec.data, spec.model.dtype)  # a bad CSV is refused here, before anything is written
     if spec.train.batch_size > len(points):
         raise UserError(f"--batch-size {spec.train.batch_size} is larger than the {len(points)} points; "
@@ -112,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     name = report_name(args, f"fit-{points.name.removesuffix('.csv')}" + ("-vary" if varies else ""))
     check_output_folder(args.out, "--out")
     if varies:
-        return run_vary(spec, points, varies, args, name, start)
+        return run_vary(runs, points, varies, args, name, start)
     return run_one(spec, points, args, name, start)
 
 
@@ -145,13 +151,10 @@ def run_one(spec: Spec, points, args: argparse.Namespace, name: str, start: floa
     return 0 if fit.parity_ok() else 1
 
 
-def run_vary(spec: Spec, points, varies, args: argparse.Namespace, name: str, start: float) -> int:
+def run_vary(runs: list, points, varies, args: argparse.Namespace, name: str, start: float) -> int:
     from benchmark.core.tables import format_table
     from benchmark.fit.grid import write_grid_report
     from benchmark.fit.training import fit_both
-    from benchmark.fit.variants import combinations
-
-    runs = combinations(spec, varies)
     print(f"fit: {points.name} on {len(points)} points, {len(runs)} combinations of "
           + ", ".join(f"{key} ({', '.join(values)})" for key, values in varies), flush=True)
     fits = [fit_both(changed, points, args.checks) for _, changed in runs]

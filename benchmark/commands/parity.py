@@ -74,6 +74,22 @@ def mnist_batches(spec, batch: int, count: int, data_dir: str | None):
     return model, batches
 
 
+def function_batches(spec, batch: int, count: int):
+    """A fit spec's scratch model and `count` batches of its points, drawn as `svt fit` draws them:
+    all the points (batch_size 0), else one permutation from the generator after the init."""
+    from benchmark.data.functions import load_points
+    from scratch_nn.model import MLP
+
+    points = load_points(spec.data, spec.model.dtype)
+    rng = np.random.default_rng(spec.train.seed)
+    model = MLP(spec.model, rng)
+    batch = min(batch or len(points), len(points))
+    if batch == len(points):
+        return model, [(points.x, points.y)] * count
+    chosen = np.resize(rng.permutation(len(points)), count * batch).reshape(count, batch)  # the order, repeated
+    return model, [(points.x[indices], points.y[indices]) for indices in chosen]
+
+
 def run(args: argparse.Namespace) -> int:
     """Gradient parity (with the finite-difference referee) on a real MNIST batch, then --steps
     optimiser steps in lockstep; exit 0 on parity, 1 on a break, 2 on bad input."""
@@ -84,6 +100,14 @@ def run(args: argparse.Namespace) -> int:
     batch = spec.train.batch_size if args.batch is None else args.batch
     if args.steps < 0:
         raise UserError(f"--steps must be 0 or more, got {args.steps}")
+    if spec.data.is_function:  # a fit's spec (svt fit): its points instead of MNIST
+        if args.seeds is not None or args.dump:
+            raise UserError("--seeds and --dump check MNIST batches; a fit spec takes --steps and --batch")
+        print(f"parity: spec {spec.name} (a fit of {spec.data.source}), {spec.model.dtype}, "
+              f"batch {batch or 'all points'}, {args.steps} steps of {spec.train.optimizer}")
+        report = check(spec, batch, args.steps, args.data_dir, show=True)
+        print(report.verdict())
+        return 0 if report.ok else 1
     check_size("--batch" if args.batch is not None else "the spec's batch_size", batch,
                TRAIN_IMAGES // max(args.steps, 1), f"the {TRAIN_IMAGES} MNIST training images" if args.steps < 2
                else f"1/{args.steps} of the {TRAIN_IMAGES} MNIST training images "
@@ -109,7 +133,8 @@ def check(spec, batch: int, steps: int, data_dir: str | None, show: bool = False
     spec's first epoch, then `steps` optimiser steps; `show` prints the tables as they come."""
     from benchmark.parity.trajectory import trajectory_parity
 
-    model, batches = mnist_batches(spec, batch, max(steps, 1), data_dir)
+    batches_of = function_batches if spec.data.is_function else mnist_batches
+    model, batches = batches_of(spec, batch, max(steps, 1), *([] if spec.data.is_function else [data_dir]))
     report = gradient_parity(model, *batches[0], l1=spec.train.l1, numerical=True)
     if show:
         print(report.table(terminal_width()))

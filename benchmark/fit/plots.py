@@ -88,3 +88,19 @@ def network_words(fit: Fit) -> str:
     if all(layer.type == "linear" for layer in layers):
         return ",".join(str(layer.out_features) for layer in layers) + " (no activation)"
     return layers_text(fit.spec.model)
+
+
+def loss_picture(fit: Fit) -> Figure:
+    """The training loss of every step, both sides (log scale when every loss is positive)."""
+    figure, axis = plt.subplots(figsize=(9, 3.5))
+    for side in ("scratch", "torch"):
+        axis.plot(fit.losses[side], color=COLORS[side], linestyle=LINESTYLES[side] if side == "torch" else "-",
+                  linewidth=1.2, label=side)
+    losses = np.asarray(fit.losses["scratch"] + fit.losses["torch"])
+    if len(losses) and np.all(losses > 0):
+        axis.set_yscale("log")
+    axis.set(xlabel="step", ylabel=f"training loss ({fit.spec.model.loss})", title="Loss per step, both sides")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    figure.tight_layout()
+    return figure

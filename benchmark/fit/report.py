@@ -22,7 +22,7 @@ from benchmark.core.files import folder_written_atomically
 from benchmark.core.jsonio import json_ready
 from benchmark.fit.training import Fit
 from benchmark.report import page
-from benchmark.report.plots import loss_steps, plt, to_png
+from benchmark.report.plots import plt, to_png
 from scratch_nn.spec import settings_in_use, to_dict
 
 
@@ -95,25 +95,22 @@ def sections(fit: Fit, data: dict, frames: dict[str, pd.DataFrame]) -> list[tupl
 
 def write_fit_report(fit: Fit, out_dir: Path, name: str) -> Path:
     """Write the report folder `out_dir/name` atomically and return its path."""
-    from benchmark.fit.plots import fit_picture
+    from benchmark.fit.plots import fit_picture, loss_picture
 
     frames, data = tables(fit), summary(fit)
     final = Path(out_dir) / name
     with folder_written_atomically(final) as folder:
         for stem, frame in frames.items():
             frame.to_csv(folder / f"{stem}.csv", index=False)
-        steps = pd.DataFrame([{"step": step, "side": side, "loss": loss} for side in ("scratch", "torch")
-                              for step, loss in enumerate(fit.losses[side])])
         pngs = {}
-        for file_name, figure in (("fit.png", fit_picture(fit)), ("loss.png", loss_steps(steps))):
-            if figure is not None:
-                pngs[file_name] = to_png(figure)
-                plt.close(figure)
-                (folder / file_name).write_bytes(pngs[file_name])
+        for file_name, draw in (("fit.png", fit_picture), ("loss.png", loss_picture)):
+            figure = draw(fit)
+            pngs[file_name] = to_png(figure)
+            plt.close(figure)
+            (folder / file_name).write_bytes(pngs[file_name])
         (folder / "summary.json").write_text(json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n",
                                              encoding="utf-8")
-        blocks = [(title, [block for block in content if block[0] != "figure" or block[1] in pngs])
-                  for title, content in sections(fit, data, frames)]
+        blocks = sections(fit, data, frames)
         (folder / "report.html").write_text(page.to_html(fit.spec.name, blocks, pngs), encoding="utf-8")
         (folder / "report.md").write_text(page.to_markdown(fit.spec.name, blocks), encoding="utf-8")
     return final

@@ -183,13 +183,25 @@ def tour_rows(fits: dict[str, Fit], verdicts: list[tuple[bool, str]]) -> list[di
 def run_tour(out_dir: str, name: str, checks: int, start: float) -> int:
     """Compute the fits, check the claims, write the page; exit 1 if a claim or a parity check fails."""
     from benchmark.core.tables import format_table
-    from benchmark.fit.plots import grid_picture, network_words
 
     print(f"tour: {len(STEPS)} steps, each both sides in float64, full batch, 2000 SGD steps", flush=True)
-    fits = tour_fits(max(checks, 1) if checks else 0)
+    fits = tour_fits(checks)
+    rows = write_tour(fits, Path(out_dir) / name)
+    print(format_table(rows, ["step", "network", "loss scratch", "loss torch", "holds", "claim"]))
+    failed = [row["step"] for row in rows if row["holds"] != "yes" or row["parity"] != "ok"]
+    print(f"claims: {len(rows) - len(failed)} of {len(rows)} hold, parity at every check"
+          + (f"; failing: {', '.join(failed)}" if failed else ""))
+    print(f"wrote {Path(out_dir) / name}/ (report.html, report.md, tour.png, tour.csv, summary.json)")
+    print(f"took {time.perf_counter() - start:.1f} s")
+    return 1 if failed else 0
+
+
+def write_tour(fits: dict[str, Fit], final: Path) -> list[dict]:
+    """Check the claims, draw the panels, write the folder `final` atomically; returns the table's rows."""
+    from benchmark.fit.plots import grid_picture, network_words
+
     verdicts = claims(fits)
     rows = tour_rows(fits, verdicts)
-    print(format_table(rows, ["step", "network", "loss scratch", "loss torch", "holds", "claim"]))
     titles = [f"{step.title}\n{network_words(fits[step.key])} on {step.target}" for step in STEPS]
     captions = [("" if holds else "CLAIM FAILS: ") + caption for holds, caption in verdicts]
     figure = grid_picture([fits[step.key] for step in STEPS], titles, 4, captions)
@@ -198,18 +210,13 @@ def run_tour(out_dir: str, name: str, checks: int, start: float) -> int:
     sections = [("The tour", [("figure", "tour.png", "A panel per step: scratch solid, torch dashed; the shaded ends "
                                                      "lie outside the training data.")]),
                 ("Claims", [("table", pd.DataFrame(rows))])]
-    with folder_written_atomically(Path(out_dir) / name) as folder:
+    with folder_written_atomically(final) as folder:
         (folder / "tour.png").write_bytes(png)
         pd.DataFrame(rows).to_csv(folder / "tour.csv", index=False)
         data = {"steps": [{**row, "final_loss": fits[step.key].final_losses, "curve_max_abs_gap":
                            fits[step.key].curve_gap()} for step, row in zip(STEPS, rows)]}
         (folder / "summary.json").write_text(json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n",
                                              encoding="utf-8")
-        (folder / "report.html").write_text(page.to_html(name, sections, {"tour.png": png}), encoding="utf-8")
-        (folder / "report.md").write_text(page.to_markdown(name, sections), encoding="utf-8")
-    failed = [row["step"] for row in rows if row["holds"] != "yes" or row["parity"] != "ok"]
-    print(f"claims: {len(rows) - len(failed)} of {len(rows)} hold, parity at every check"
-          + (f"; failing: {', '.join(failed)}" if failed else ""))
-    print(f"wrote {Path(out_dir) / name}/ (report.html, report.md, tour.png, tour.csv, summary.json)")
-    print(f"took {time.perf_counter() - start:.1f} s")
-    return 1 if failed else 0
+        (folder / "report.html").write_text(page.to_html(final.name, sections, {"tour.png": png}), encoding="utf-8")
+        (folder / "report.md").write_text(page.to_markdown(final.name, sections), encoding="utf-8")
+    return rows

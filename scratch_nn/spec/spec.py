@@ -23,6 +23,10 @@ TOML layout (every key optional except the layers; unknown keys are errors):
       { type = "linear", out_features = 10 },
     ]                             # or one [[model.layers]] table per layer: the same list
 
+    [data]                        # optional: MNIST by default, or a function to fit (svt fit):
+    source = "sin"                # scratch_nn.data_spec: samples, low, high, noise, seed; then input_shape = [1],
+                                  # one output, loss "mse" (the fit's default), "l1" or "huber" (huber_delta)
+
     [train]
     optimizer = "sgd"             # see OPTIMIZERS
     lr = 0.1
@@ -134,8 +138,9 @@ def spec_from_dict(data: dict[str, Any], where: str, default_name: str = "spec")
     train = _build(TrainSpec, data.get("train", {}), f"{where}: [train]",
                    {"betas": lambda betas: tuple(betas) if isinstance(betas, list) else betas})
     source = _build(DataSpec, data.get("data", {}), f"{where}: [data]")
-    if source.is_function and "batch_size" not in data.get("train", {}):
-        train = replace(train, batch_size=0)  # a fit trains on all its points at once unless told
+    if source.is_function:  # a fit's own defaults: MSE, all its points in one batch
+        model = model if "loss" in data["model"] else replace(model, loss="mse")
+        train = train if "batch_size" in data.get("train", {}) else replace(train, batch_size=0)
     name = data.get("name", default_name)
     description = data.get("description", "")
     if not isinstance(name, str) or not isinstance(description, str):
