@@ -20,7 +20,7 @@ from benchmark.commands.cli import main
 from benchmark.data.mnist import as_inputs, as_labels
 from benchmark.parity.engine import gradient_parity
 from benchmark.sanity.health import check_gradient_health
-from scratch_nn.blocks import Residual
+from scratch_nn.blocks import Residual, run_backward
 from scratch_nn.model import Sequential
 from scratch_nn.spec import SpecError, load_builtin_spec, load_spec_file
 from scratch_nn.spec.block_specs import ConcatSpec, ResidualSpec
@@ -214,8 +214,9 @@ def test_svt_parity_catches_the_dropped_shortcut_gradient(monkeypatch, tmp_path,
     capsys.readouterr()
 
     def without_shortcut(self, grad_out, cache, input_grad):
-        from scratch_nn.blocks import run_backward
-        return run_backward(self.body, grad_out, input_grad)  # the shortcut's gradient dropped
+        grad_body = run_backward(self.body, grad_out, input_grad)
+        run_backward(self.shortcut, grad_out, input_grad)  # its parameters get their gradients,
+        return grad_body  # but its share of dL/dx is dropped
     monkeypatch.setattr(Residual, "_backward", without_shortcut)
     assert main(argv) == 1
     out = capsys.readouterr().out
