@@ -18,6 +18,8 @@ from scratch_nn.activations import (
                                     Softplus,
                                     Tanh,
 )
+from scratch_nn.adaptive_pool import AdaptiveAvgPool2d
+from scratch_nn.blocks import Concat, Residual
 from scratch_nn.gradcheck import check_layer_gradients, check_model_gradients, numerical_gradient, relative_error
 from scratch_nn.init import calculate_gain, fan_in_and_fan_out, init_weight_layer
 from scratch_nn.io import load_npz, save_npz
@@ -31,7 +33,8 @@ from scratch_nn.spec.notation import format_layers, parse_layers
 
 __all__ = [
     "Layer", "Activation", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ELU", "GELU", "Softplus",
-    "Linear", "Dropout", "BatchNorm1d", "Flatten", "CrossEntropyLoss", "MSELoss", "build_loss",
+    "Linear", "Dropout", "BatchNorm1d", "Flatten", "Residual", "Concat", "AdaptiveAvgPool2d",
+    "CrossEntropyLoss", "MSELoss", "build_loss",
     "softmax", "log_softmax", "calculate_gain", "fan_in_and_fan_out", "init_weight_layer", "Sequential", "MLP",
     "build_layers", "LAYER_CLASSES", "LAYER_SPECS", "parse_layers", "format_layers", "save_npz", "load_npz",
     "numerical_gradient", "relative_error", "check_layer_gradients", "check_model_gradients",

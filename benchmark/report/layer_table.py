@@ -41,8 +41,11 @@ def layer_rows(spec: Spec) -> list[dict]:
 
 def settings_text(layer_spec) -> str:
     """`out_channels=16 kernel_size=3`; for a block what its lists hold (their layers have rows of their own)."""
+    if layer_spec.type == "concat":
+        sizes = ", ".join(str(len(branch)) for branch in layer_spec.branches)
+        return f"{len(layer_spec.branches)} branches of {sizes} layers"
     if layer_spec.role == "block":
-        return " ".join(f"{name}: {len(members)} layer{'s' if len(members) > 1 else ''}"
-                        for name, members in layer_spec.children())
+        return ", ".join(f"{name}: {len(members)} layer{'s' if len(members) > 1 else ''}"
+                         for name, members in layer_spec.children())
     settings = {key: value for key, value in layer_spec.to_dict().items() if key not in ("type", "init")}
     return " ".join(f"{key}={value}" for key, value in settings.items())

@@ -236,7 +236,7 @@ def layer_from_dict(table: Any, where: str) -> LayerSpec:
                             f"{', '.join(['type', *allowed]) if allowed else 'type (it has no settings)'}")
     values = {key: value for key, value in table.items() if key != "type"}
     for key in set(getattr(cls, "nested", ())) & set(values):  # a block's lists of layers
-        values[key] = nested_layers(values[key], key, where)
+        values[key] = nested_layers(values[key], key, where, kind)
     try:
         layer = cls(**values)
     except TypeError:  # a required key is missing
@@ -246,16 +246,16 @@ def layer_from_dict(table: Any, where: str) -> LayerSpec:
     return layer
 
 
-def nested_layers(value: Any, key: str, where: str) -> tuple:
+def nested_layers(value: Any, key: str, where: str, kind: str) -> tuple:
     """A block's list of layer tables (`layers`, `shortcut`) read into specs, or for `branches` a list
     of such lists; named as torch names them (`layers.3.body.0`, `layers.5.branches.1.0`)."""
     if key == "branches":
         if not isinstance(value, list) or not value:
-            raise SpecError(f"{where}: branches must be a list of at least one list of layers, like "
+            raise SpecError(f"{where} ({kind}): branches must be a list of at least one list of layers, like "
                             f"[[{{ type = \"conv2d\", out_channels = 8, kernel_size = 1 }}], [...]], got {value!r}")
-        return tuple(nested_layers(branch, f"branches.{index}", where) for index, branch in enumerate(value))
+        return tuple(nested_layers(branch, f"branches.{index}", where, kind) for index, branch in enumerate(value))
     if not isinstance(value, list) or not value:
-        raise SpecError(f"{where}: {key} must be a list of at least one layer, like [{{ type = \"conv2d\", "
+        raise SpecError(f"{where} ({kind}): {key} must be a list of at least one layer, like [{{ type = \"conv2d\", "
                         f"out_channels = 16, kernel_size = 3, padding = 1 }}], got {value!r}")
     name = {"layers": "body"}.get(key, key)
     return tuple(layer_from_dict(table, f"{where}.{name}.{index}") for index, table in enumerate(value))
