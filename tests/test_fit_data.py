@@ -6,8 +6,8 @@ import pytest
 
 from benchmark.core.errors import UserError
 from benchmark.data.functions import TARGETS, load_points, read_csv_points
-from scratch_nn.data_spec import FUNCTION_TARGETS, DataSpec
 from scratch_nn.spec import SpecError, load_spec, spec_from_dict, to_dict, with_overrides
+from scratch_nn.spec.data_spec import FUNCTION_TARGETS, DataSpec
 
 FIT_TOML = {"data": {"source": "sin", "samples": 9},
             "model": {"input_shape": [1], "layers": [{"type": "linear", "out_features": 4}, {"type": "tanh"},

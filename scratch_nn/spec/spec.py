@@ -24,7 +24,7 @@ TOML layout (every key optional except the layers; unknown keys are errors):
     ]                             # or one [[model.layers]] table per layer: the same list
 
     [data]                        # optional: MNIST by default, or a function to fit (svt fit):
-    source = "sin"                # scratch_nn.data_spec: samples, low, high, noise, seed; then input_shape = [1],
+    source = "sin"                # scratch_nn.spec.data_spec: samples, low, high, noise, seed; then input_shape = [1],
                                   # one output, loss "mse" (the fit's default), "l1" or "huber" (huber_delta)
 
     [train]
