@@ -128,6 +128,7 @@ def test_svt_fit_writes_the_report_folder(abs_report):
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # nothing half-written left
 
 
+@pytest.mark.browser
 def test_the_fit_page_in_chromium(abs_report, tmp_path):
     driver = start_chromium(tmp_path / "profile")
     try:

@@ -48,6 +48,7 @@ def test_the_claims_fail_where_the_story_is_false(fits):
     assert not claims(line)[0][0]
 
 
+@pytest.mark.browser
 def test_the_page_shows_every_panel_and_claim(fits, tmp_path):
     rows = write_tour(fits, tmp_path / "tour")
     table = pd.read_csv(tmp_path / "tour" / "tour.csv")
