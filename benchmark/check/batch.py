@@ -28,13 +28,14 @@ from benchmark.core.errors import UserError
 CSV_FIELDS = ("file", "status", "exit", "verdict", "finding", "seconds")
 
 
-def make_job(path: str, options, timeout: float) -> dict:
-    """What a worker needs to check one file (plain data, for Ray)."""
+def make_job(path: str, options, timeout: float, threads: int | None = None) -> dict:
+    """What a worker needs to check one file (plain data, for Ray); `threads`: the BLAS threads of
+    its learner's process (None: as the worker's own, which a Ray task sets to 1)."""
     try:
         source = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         source = None
-    return {"path": str(path), "source": source, "options": options, "timeout": timeout}
+    return {"path": str(path), "source": source, "options": options, "timeout": timeout, "threads": threads}
 
 
 def check_file(job: dict) -> dict:
@@ -53,7 +54,7 @@ def check_file(job: dict) -> dict:
         if options.folder is None:
             options = type(options)(**{**options.__dict__, "folder": str(Path(path).parent)})
         try:
-            with LearnerProcess(path, job["timeout"]) as model:
+            with LearnerProcess(path, job["timeout"], job.get("threads")) as model:
                 report = check(model, options, name)
             row.update(status="ok" if report.ok else "wrong", exit=0 if report.ok else 1, verdict=report.verdict(),
                        finding=report.findings[0] if report.findings else "")
@@ -66,7 +67,10 @@ def check_file(job: dict) -> dict:
 def check_files(paths: list[str], options, timeout: float, jobs: int, backend: str = "local",
                 address: str | None = None, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Every file's row (`check_file`), in the order of `paths`; `on_row` sees each as it finishes."""
-    job_list = [make_job(path, options, timeout) for path in paths]
+    # local: the cores shared among the `jobs` learner processes that run at once (each one's BLAS
+    # would otherwise start a thread per core: jobs x cores threads on the machine)
+    threads = None if backend == "ray" else max(1, (os.cpu_count() or 1) // jobs)
+    job_list = [make_job(path, options, timeout, threads) for path in paths]
     rows: dict[str, dict] = {}
     if backend == "ray":
         for row in ray_rows(job_list, jobs, address):
