@@ -46,14 +46,16 @@ class TheirError(UserError):
 
         hint = label_hint(summary) if "loss_and_grads" in where else ""
         super().__init__(f"{where} raised {summary} (the traceback above is from your code, not svt's){hint}")
-        self.where, self.summary, self.traceback = where, summary, traceback
+        self.where, self.summary, self.traceback, self.hint = where.rstrip(","), summary, traceback, hint
 
 
 class LearnerProcess:
     """The model file imported in a child process; each method is one request on the pipe."""
 
-    def __init__(self, path: str | Path, timeout: float = 60.0, threads: int | None = None) -> None:
-        """`threads`: the BLAS threads of their process (OPENBLAS/OMP/MKL_NUM_THREADS); None: as svt's."""
+    def __init__(self, path: str | Path, timeout: float = 60.0, threads: int | None = None,
+                 quiet: bool = False) -> None:
+        """`threads`: the BLAS threads of their process (OPENBLAS/OMP/MKL_NUM_THREADS), None: as svt's;
+        `quiet`: what their code prints is dropped (a batch), else it goes to svt's standard error."""
         self.path, self.name, self.timeout = str(path), Path(path).name, timeout
         if not Path(path).is_file():
             raise UserError(f"{path}: no such model file; give the path of a .py file that defines TWIN, "
@@ -63,7 +65,8 @@ class LearnerProcess:
         if threads is not None:
             env.update({name: str(threads) for name in THREAD_VARIABLES})
         self.process = subprocess.Popen([sys.executable, "-m", "benchmark.check.child", os.path.abspath(path)],
-                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL if quiet else None)
         self.requests = Connection(os.dup(self.process.stdin.fileno()), readable=False)
         self.answers = Connection(os.dup(self.process.stdout.fileno()), writable=False)
         self.process.stdin.close()
