@@ -197,3 +197,18 @@ def test_binary_cross_entropy_on_sigmoid_outputs_with_weights_listed_first():
     with pytest.raises(UserError, match=r"LOSS binary_cross_entropy takes probabilities: end TWIN with a sigmoid"):
         check_model(parameters=params, loss_and_grads=loss_and_grads, twin="8:sigmoid,10",
                     loss="binary_cross_entropy")
+
+
+def test_a_batch_gives_each_learners_process_its_share_of_the_blas_threads(tmp_path, monkeypatch):
+    from benchmark.check.batch import check_file, make_job
+    from benchmark.check.engine import CheckOptions
+    from benchmark.check.learner import LearnerProcess
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")  # svt's own setting, which a learner would inherit
+    path = planted(tmp_path, text="\nimport os\nif {os.environ.get(name) for name in ('OPENBLAS_NUM_THREADS', "
+                                  "'OMP_NUM_THREADS', 'MKL_NUM_THREADS')} != {'1'}:\n"
+                                  "    TWIN = 'threads ' + os.environ['OPENBLAS_NUM_THREADS']\n")
+    with LearnerProcess(path) as model:
+        assert model.declared["TWIN"] == "threads 7"
+    row = check_file(make_job(str(path), CheckOptions(batch=16), timeout=60, threads=1))
+    assert row["status"] == "ok", row
