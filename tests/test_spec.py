@@ -223,7 +223,7 @@ def test_parse_layers_compact_form():
     ("-3:relu,10", r"units must be a positive integer, got -3"),
     ("2.5:relu,10", r"units must be a positive integer, got '2.5'"),
     ("256:relu,", r"expected a comma-separated list"),
-    ("256:relu,10:relu", r"the last item is the output size alone"),
+    ("256:relu,10:relu+bn", r"the last item is the output size alone"),
 ])
 def test_parse_layers_errors(text, pattern):
     with pytest.raises(SpecError, match=pattern):

@@ -12,6 +12,7 @@ patches it in this process only.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import sys
@@ -40,8 +41,10 @@ def load_module(path: str):
     spec.loader.exec_module(module)
     missing = [name for name in REQUIRED if not hasattr(module, name)]
     if missing:
-        raise Usage(f"defines no {', '.join(missing)}; a model file needs TWIN (e.g. \"100:relu,10\"), "
-                    "parameters() and loss_and_grads(x, y)")
+        defined = [name for name in vars(module) if not name.startswith("_")]
+        close = [match for name in missing for match in difflib.get_close_matches(name, defined, n=1)]
+        raise Usage(f"defines no {', '.join(missing)}" + (f" (did you mean {', '.join(close)}?)" if close else "")
+                    + "; a model file needs TWIN (e.g. \"100:relu,10\"), parameters() and loss_and_grads(x, y)")
     for name in ("parameters", "loss_and_grads", "forward", "step"):
         if hasattr(module, name) and not callable(getattr(module, name)):
             raise Usage(f"{name} must be a function, got {type(getattr(module, name)).__name__}")
@@ -64,7 +67,12 @@ def declaration(module) -> dict:
     """What the file declares, and which optional functions it has."""
     values = {name: getattr(module, name) for name in ("TWIN", "LOSS", "REDUCTION", "SCALE") if hasattr(module, name)}
     values["has"] = [name for name in ("forward", "step") if hasattr(module, name)]
-    values["parameters"] = {name: value.copy() for name, value in their_parameters(module).items()}
+    first, again = their_parameters(module), their_parameters(module)
+    copies = [name for name, value in first.items() if not np.shares_memory(value, again.get(name, value[:0]))]
+    if copies:
+        raise Usage(f"parameters() must return the model's own arrays, which svt reads and writes in place, not "
+                    f"new copies at each call: {', '.join(copies)} {'is' if len(copies) == 1 else 'are'} new each time")
+    values["parameters"] = {name: value.copy() for name, value in first.items()}
     return values
 
 
@@ -80,7 +88,7 @@ def loss_and_grads(module, x: np.ndarray, y: np.ndarray) -> dict:
     except (TypeError, ValueError):
         raise Usage(f"loss_and_grads returned a loss that is not one number: {type(loss).__name__} "
                     f"of shape {np.shape(loss)}") from None
-    grads = {name: np.array(value) for name, value in grads.items()}
+    grads = {name: numbers(value, f"loss_and_grads's gradient {name!r}") for name, value in grads.items()}
     mutated = x.shape != original.shape or not np.array_equal(x, original)
     return {"loss": loss, "grads": grads, "mutated": mutated}
 
@@ -117,13 +125,22 @@ def step(module, grads: dict[str, np.ndarray], lr: float) -> None:
 
 
 def forward(module, x: np.ndarray) -> np.ndarray:
-    return np.array(module.forward(x))
+    return numbers(module.forward(x), "forward(x)")
+
+
+def numbers(value, what: str) -> np.ndarray:
+    """A copy of `value` as a NumPy array of numbers, or a Usage error saying what it was."""
+    array = np.array(value)
+    if array.dtype.kind not in "fiu":
+        raise Usage(f"{what} must be an array of numbers, got {type(value).__name__}"
+                    + (f" of {array.dtype}" if isinstance(value, np.ndarray) else ""))
+    return array
 
 
 def their_traceback(error: BaseException) -> str:
     """The traceback without this module's frames: what their code did."""
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if os.path.abspath(frame.filename)
-              != THIS_FILE]
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if os.path.abspath(frame.filename) != THIS_FILE and not frame.filename.startswith("<frozen importlib")]
     lines = traceback.format_list(frames) + traceback.format_exception_only(type(error), error)
     return "Traceback (most recent call last):\n" + "".join(lines)
 

@@ -19,11 +19,13 @@ g is "t times r" when the cosine is 1 to within rounding and g - r t is rounding
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from benchmark.check.mapping import to_their_layout
+from benchmark.check.mistakes import wrong_axis_words, wrong_input_words, zero_words
 from scratch_nn.gradcheck import relative_error
 
 # |g - r t| / scale at most this, g is r times t (float32: a learner's float32 sums round at ~1e-7
@@ -55,7 +57,7 @@ def factor_words(factor: float, batch: int) -> str:
     """'times N = 64 (summed over the batch where ...)' or 'times 3.2'."""
     for value, name, meaning in NAMED_FACTORS:
         if abs(factor / value(batch) - 1) < 1e-3:
-            shown = f"times {name}" + (f" = {value(batch):g}" if "N" in name else "")
+            shown = f"times {name}" + {"N": f" = {batch}", "1/N": f" = 1/{batch}"}.get(name, "")
             return f"{shown}: {meaning}"
         if name == "N" and abs(-factor / batch - 1) < 1e-3:
             return f"times −N = {-batch}: the wrong sign, and summed over the batch where the loss averages"
@@ -68,8 +70,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / norms) if norms > 0 else float("nan")
 
 
-def gradient_words(theirs: str, their_shape: tuple, grad: np.ndarray, right: np.ndarray, transposed: bool,
-                   batch: int, dtype: str) -> str:
+def gradient_words(theirs: str, their_shape: tuple, grad: np.ndarray, right: np.ndarray, batch: int,
+                   dtype: str) -> str:
     """Why gradient `grad` (their layout, as they returned it) is not `right` (their layout)."""
     grad = np.asarray(grad)
     if grad.shape != tuple(their_shape):
@@ -79,6 +81,9 @@ def gradient_words(theirs: str, their_shape: tuple, grad: np.ndarray, right: np.
         if grad.shape == tuple(their_shape)[::-1]:
             return (f"{theirs}'s gradient has shape {grad.shape}, {theirs} has {tuple(their_shape)}: transposed "
                     "(the gradient must have the parameter's own layout)")
+        axis = wrong_axis_words(theirs, their_shape, grad, batch)
+        if axis:
+            return axis
         if grad.size == right.size and np.squeeze(grad).shape == np.squeeze(right).shape:
             grad = grad.reshape(right.shape)
         else:
@@ -91,7 +96,10 @@ def gradient_words(theirs: str, their_shape: tuple, grad: np.ndarray, right: np.
         if flipped is not None:
             extra = "" if abs(flipped - 1) < 1e-3 else f", and {factor_words(flipped, batch)}"
             return (f"{theirs}'s gradient is the right one transposed (a square layer: the shape cannot tell; "
-                    f"{'x.T @ d and d.T @ x' if transposed is not None else ''} mixed up){extra}")
+                    f"x.T @ d and d.T @ x mixed up?){extra}")
+    zero = zero_words(theirs, grad, right)
+    if zero:
+        return zero
     return (f"{theirs}'s gradient is wrong: cosine {cosine(grad, right):.4f} with the right one, norm "
             f"{np.linalg.norm(grad):.3g} where the right one has {np.linalg.norm(right):.3g}")
 
@@ -135,7 +143,7 @@ def step_words(theirs: str, moved: np.ndarray, right_move: np.ndarray, batch: in
     factor = fit_factor(moved, right_move, dtype)
     if factor is None:
         return (f"your step(grads, lr) does not move {theirs} by -lr * grad (cosine {cosine(moved, right_move):.4f}; "
-                "svt checks plain SGD: p -= lr * g)")
+                "svt checks plain SGD, p -= lr * g, and torch's SGD with momentum)")
     if abs(factor) < 1e-12:
         return f"your step(grads, lr) does not move {theirs}"
     return f"your step(grads, lr) moves {theirs} by -lr * grad {factor_words(factor, batch)}"
@@ -155,6 +163,8 @@ class Evidence:
     batch: int
     dtype: str
     declaration: object
+    x: np.ndarray | None = None  # the first batch
+    overflow: str | None = None  # benchmark.check.mistakes.overflow_words
 
 
 def findings(evidence: Evidence, judged: list) -> list[str]:
@@ -162,7 +172,7 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
     accumulate, each wrong gradient, where the error is, the step, a changed x."""
     by_name = {row.name: row for row in judged}
     e, words = evidence, []
-    words += loss_findings(e, by_name)
+    words += ([e.overflow] if e.overflow else []) + loss_findings(e, by_name)
     right_second = {row.theirs: to_their_layout(row, e.passes[1][0].grads[row.twin]) for row in e.rows}
     first_ok = all(by_name[f"{row.theirs}.grad"].ok for row in e.rows)
     second_ok = all(by_name[f"2nd call/{row.theirs}.grad"].ok for row in e.rows)
@@ -170,20 +180,14 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
         words.append(accumulation_words(e.first["grads"], e.second["grads"], right_second, e.dtype) or
                      "the second call's gradients are wrong though the first call's were right: something is kept "
                      "from one call to the next (a cache of an earlier batch?)")
-    right_first = {row.theirs: to_their_layout(row, e.passes[0][0].grads[row.twin]) for row in e.rows}
-    for row in e.rows:
-        if not by_name[f"{row.theirs}.grad"].ok:
-            words.append(gradient_words(row.theirs, row.their_shape, e.first["grads"][row.theirs],
-                                        right_first[row.theirs], row.transposed, e.batch, e.dtype))
-    layers = {}
-    for row in e.rows:
-        layers.setdefault(row.layer, []).append(row.theirs)
-    ordered = sorted(layers.items(), key=lambda item: -int(item[0].rpartition(".")[2]))
-    found = where_words([(layer, names, all(by_name[f"{name}.grad"].ok for name in names)) for layer, names in ordered],
-                        activations_between(e.declaration.model))
-    words += [found] if found else []
-    if first_ok:
+    gradients = gradient_findings(e, by_name)
+    words += gradients
+    if first_ok and second_ok:  # (gradients that accumulate make every step wrong as well)
         words += step_findings(e)
+    fd_broken = [row.name for row in e.fd_rows if not row.ok]
+    if gradients and fd_broken and by_name["loss"].ok:
+        words.append(f"finite differences of your own loss (which agrees with the twin's) disagree with your "
+                     f"gradients too ({', '.join(fd_broken)}): the backward is wrong, not the declaration")
     if e.first["mutated"] or e.second["mutated"]:
         words.append("loss_and_grads changed the x it was given (in place: x -= ..., x /= ..., x[...] = ...); "
                      "a training loop would then see altered data: work on a copy")
@@ -192,6 +196,42 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
         words.append(f"{broken.name} differs from the twin's: rel error {broken.rel_error:.2e}, "
                      f"cosine {broken.cosine:.4f}")
     return words
+
+
+def gradient_findings(e: Evidence, by_name: dict) -> list[str]:
+    """Each wrong gradient of the first call (alike ones said once), and where the error is: named
+    mistakes (a factor, a transpose, a shape) first, then where, then the unnamed ones."""
+    right_first = {row.theirs: to_their_layout(row, e.passes[0][0].grads[row.twin]) for row in e.rows}
+    gradients = grouped([(row.theirs, wrong_input_words(row, e.rows, np.asarray(e.first["grads"][row.theirs]),
+                                                        e.passes[0][0], e.x, e.declaration.model, e.dtype)
+                          or gradient_words(row.theirs, row.their_shape, e.first["grads"][row.theirs],
+                                            right_first[row.theirs], e.batch, e.dtype))
+                         for row in e.rows if not by_name[f"{row.theirs}.grad"].ok])
+    layers: dict[str, list[str]] = {}
+    for row in e.rows:
+        layers.setdefault(row.layer, []).append(row.theirs)
+    ordered = sorted(layers.items(), key=lambda item: -int(item[0].rpartition(".")[2]))
+    status = [(layer, names, [by_name[f"{name}.grad"].ok for name in names]) for layer, names in ordered]
+    first_wrong = next((oks for _, _, oks in status if not all(oks)), [True])
+    found = None if any(first_wrong) else where_words(  # a layer wrong in part: its gradients' findings say it
+        [(layer, names, all(oks)) for layer, names, oks in status], activations_between(e.declaration.model))
+    return ([words for words in gradients if not is_unnamed(words)] + ([found] if found else [])
+            + [words for words in gradients if is_unnamed(words)])
+
+
+def is_unnamed(words: str) -> bool:
+    return "gradient is wrong: cosine" in words
+
+
+def grouped(items: list[tuple[str, str]]) -> list[str]:
+    """Gradients with the same finding said once: "W1, b1, W2, b2: each gradient is the right one times N ..."."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for name, words in items:
+        rest = words.removeprefix(f"{name}'s gradient")
+        key = re.sub(r" \(cosine [^)]*\)$", "", rest) if rest != words else words
+        groups.setdefault(key, []).append((name, words))
+    return [members[0][1] if len(members) == 1 else
+            f"{', '.join(name for name, _ in members)}: each gradient{key}" for key, members in groups.items()]
 
 
 def loss_findings(e: Evidence, by_name: dict) -> list[str]:

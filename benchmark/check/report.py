@@ -9,10 +9,16 @@ the findings in words, and one verdict line.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from benchmark.check.mapping import mapping_table
 from benchmark.parity.report import ParityReport
+
+
+def yours(text: str) -> str:
+    """The parity engine's words for its scratch side ("scratch vs f64") said of the learner's ("yours vs f64")."""
+    return re.sub(r"\bscratch\b", "yours", text)
 
 
 @dataclass
@@ -38,21 +44,21 @@ class CheckReport:
         """The mapping, then the tensors: loss, output, gradients, the second call's, finite
         differences, the steps."""
         return (f"{self.declaration.describe()}, batch {self.batch}\n\n{mapping_table(self.mapping)}\n\n"
-                f"{self.parity.table()}\nrule: {self.parity.rule()}; fd/: central differences of your own loss, "
-                f"at sampled coordinates")
+                f"{yours(self.parity.table())}\nrule: {yours(self.parity.rule())}; fd/: central differences of "
+                "your own loss, at sampled coordinates")
 
     def verdict(self) -> str:
         """One line: ok with the worst error, or WRONG with the first finding."""
         if self.ok:
-            return f"{self.name}: ok: {self.parity.verdict()}"
-        return f"{self.name}: WRONG: {self.findings[0] if self.findings else self.parity.verdict()}"
+            return f"{self.name}: ok: {yours(self.parity.verdict())}"
+        return f"{self.name}: WRONG: {self.findings[0] if self.findings else yours(self.parity.verdict())}"
 
     def explanation(self) -> str:
         """Every finding, one per line, with the first break's values as evidence."""
         lines = [f"  - {finding}" for finding in self.findings]
         broken = self.parity.first_break
         if broken is not None:
-            lines.append(f"  evidence: {self.parity.verdict()}")
+            lines.append(f"  evidence: {yours(self.parity.verdict())}")
         return "\n".join(lines)
 
     def records(self) -> list[dict]:
