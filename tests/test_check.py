@@ -61,6 +61,10 @@ def test_a_correct_network_agrees_with_its_twin(tmp_path, settings):
     ("mutate_x", r"loss_and_grads changed the x it was given"),
     ("no_relu_backward", r"W2, b2 right; W1, b1 wrong: look at the backward through the relu \(layers.1\) "
                          r"between them"),
+    ("bias_axis_1", r"b2's gradient has shape \(32,\), one number per example \(the batch has 32\), but b2 is "
+                    r"\(10,\): summed over the wrong axis"),
+    ("softmax_unshifted", r"your loss is nan \(instead of [\d.]+\) when every output score is raised by 1000 "
+                          r"\(b2 \+ 1000\), .*exp overflows; subtract each row's largest score"),
     ("double_step", r"your step\(grads, lr\) moves W\d by -lr \* grad times 2"),
 ])
 def test_a_planted_mistake_is_said_in_words(tmp_path, bug, words):
@@ -77,6 +81,31 @@ def test_a_transposed_square_gradient_is_found_and_the_square_layout_decided_by_
     assert any("W2's gradient is the right one transposed (a square layer" in f for f in report.findings), \
         report.findings
     assert len(report.findings) == 2 and "(fd/W2.grad)" in report.findings[1]  # W1, b1, W3, b3 and b2 are right
+
+
+@pytest.mark.parametrize("dtype", ["np.float64", "np.float32"])
+def test_a_step_with_momentum_is_judged_against_torchs_sgd_with_that_momentum(tmp_path, dtype):
+    report = checked(planted(tmp_path, MOMENTUM=0.9, DTYPE=dtype), steps=3)
+    assert report.ok, report.table() + "\n" + "\n".join(report.findings)
+    assert {"step 1/W1", "step 2/W1 (momentum 0.9)", "step 3/b2 (momentum 0.9)"} <= {row.name for row in report.rows}
+
+
+def test_a_wrong_step_with_momentum_is_still_wrong(tmp_path):
+    report = checked(planted(tmp_path, MOMENTUM=0.9, BUG="double_step"), steps=2)
+    assert not report.ok and "your step(grads, lr) moves W1 by -lr * grad times 2" in report.findings[0]
+
+
+def test_a_gradient_computed_with_another_layers_input_is_named(tmp_path):
+    report = checked(planted(tmp_path, BUG="wrong_input", HIDDEN=[16, 16]))
+    assert report.findings[0] == ("W3's gradient is computed with W2's input (the output of layers.1, relu) instead of "
+                                  "its own (the output of layers.3, relu): in dW = aᵀ·delta (or delta·aᵀ), a must be "
+                                  "the activation that feeds this layer"), report.findings
+
+
+def test_labels_taken_for_one_hot_rows_get_a_hint(tmp_path):
+    with pytest.raises(TheirError, match=r"operands could not be broadcast.*; svt passes y as int labels of shape "
+                                         r"\(N,\); if your code wants one-hot rows \(N, 10\), .*np.eye\(10\)\[y\]"):
+        checked(planted(tmp_path, BUG="one_hot_labels"))
 
 
 def test_a_wrong_forward_is_told_apart_from_a_wrong_backward(tmp_path):

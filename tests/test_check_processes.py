@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from test_check import checked, planted
+from test_check import PLANTED, checked, planted
 
 from benchmark.check import check_model
 from benchmark.core.errors import UserError
@@ -40,30 +42,60 @@ def test_a_file_that_patches_numpy_changes_no_figure(tmp_path):
 HANG = "\nimport time\n\n\ndef loss_and_grads(x, y):\n    time.sleep(600)\n"
 CRASH = "\nimport os\n\n\ndef loss_and_grads(x, y):\n    os._exit(3)\n"
 RAISE = "\n\ndef loss_and_grads(x, y):\n    raise KeyError('W3')\n"
+CHATTY = "\nfor line in range(20000):\n    print('debug', line, 'W1', params['W1'].shape)\n"
+SYNTAX = "\ndef parameters()\n    return params\n"
 
 
 @pytest.fixture
 def classroom(tmp_path):
-    """Five submissions: right, wrong, hanging, crashing, raising."""
+    """Seven submissions: right, wrong, hanging, crashing, raising, printing a lot, a syntax error."""
     return [str(planted(tmp_path, "right.py")), str(planted(tmp_path, "wrong.py", BUG="wrong_sign")),
             str(planted(tmp_path, "hangs.py", text=HANG)), str(planted(tmp_path, "crashes.py", text=CRASH)),
-            str(planted(tmp_path, "raises.py", text=RAISE))]
+            str(planted(tmp_path, "raises.py", text=RAISE)), str(planted(tmp_path, "chatty.py", text=CHATTY)),
+            str(planted(tmp_path, "syntax.py", text=SYNTAX))]
 
 
 def test_a_batch_keeps_going_past_a_hanging_and_a_crashing_file(classroom, tmp_path):
     table = tmp_path / "class.csv"
-    result = subprocess.run([sys.executable, "-m", "benchmark", "check", *classroom, "--timeout", "8", "--jobs", "2",
+    result = subprocess.run([sys.executable, "-m", "benchmark", "check", *classroom, "--timeout", "5", "--jobs", "2",
                              "--batch", "32", "--csv", str(table)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 2, result.stderr
     rows = {row["file"]: row for row in csv.DictReader(table.open())}
-    assert [rows[path]["status"] for path in classroom] == ["ok", "wrong", "unusable", "unusable", "unusable"]
+    assert [rows[path]["status"] for path in classroom] == ["ok", "wrong", "unusable", "unusable", "unusable", "ok",
+                                                            "unusable"]
     assert "times -1: the wrong sign" in rows[classroom[1]]["finding"]
-    assert "did not finish within 8 s (--timeout)" in rows[classroom[2]]["finding"]
+    assert rows[classroom[2]]["finding"] == ("hangs.py: in loss_and_grads did not finish within 5 s (--timeout); an "
+                                             "endless loop, or a model too slow for one batch?")
+    assert rows[classroom[2]]["verdict"].startswith("hangs.py: cannot be checked: in loss_and_grads did not finish")
     assert "the process running it ended (exit status 3)" in rows[classroom[3]]["finding"]
-    assert "raised KeyError: 'W3'" in rows[classroom[4]]["finding"]
+    line = PLANTED.read_text().count("\n") + 4  # the raise, in the text added to the planted model
+    assert rows[classroom[4]]["finding"] == f"raises.py, in loss_and_grads raised KeyError: 'W3' (line {line})"
+    assert rows[classroom[6]]["finding"].startswith("syntax.py, loading the file raised SyntaxError:")
+    assert all("traceback above" not in row["verdict"] + row["finding"] for row in rows.values())  # none is shown
     lines = result.stdout.splitlines()
-    assert lines[-2].startswith("checked 5 files: 1 ok, 1 wrong, 3 unusable")
+    assert len(lines) == 1 + len(classroom) + 2 and "debug" not in result.stdout + result.stderr  # prints dropped
+    assert lines[-2].startswith("checked 7 files: 2 ok, 1 wrong, 4 unusable")
     assert all(any(line.startswith(path) for line in lines) for path in classroom)
+
+
+def test_ctrl_c_keeps_the_rows_finished_and_writes_the_csv_whole(classroom, tmp_path):
+    table = tmp_path / "class.csv"
+    files = [classroom[0], classroom[2], classroom[1]]  # right, hangs, wrong; one at a time
+    process = subprocess.Popen([sys.executable, "-m", "benchmark", "check", *files, "--jobs", "1", "--batch", "32",
+                                "--csv", str(table)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own process group, as a terminal's Ctrl-C reaches
+    first_rows = [process.stdout.readline(), process.stdout.readline()]
+    assert first_rows[1].startswith(classroom[0]), first_rows  # the right file's row: the hanging one runs now
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (f"svt check: interrupted; 1 of 3 files checked; wrote {table}, the "
+                                               "files not checked with status interrupted")
+    rows = list(csv.DictReader(table.open()))
+    assert [(row["file"], row["status"]) for row in rows] == [
+        (classroom[0], "ok"), (classroom[2], "interrupted"), (classroom[1], "interrupted")]
+    assert list(tmp_path.glob("*.tmp*")) == [] and sorted(p.name for p in tmp_path.iterdir() if "class" in p.name) \
+        == ["class.csv"]
 
 
 def test_a_batch_on_ray_gives_the_same_rows(classroom, tmp_path):
@@ -165,3 +197,18 @@ def test_binary_cross_entropy_on_sigmoid_outputs_with_weights_listed_first():
     with pytest.raises(UserError, match=r"LOSS binary_cross_entropy takes probabilities: end TWIN with a sigmoid"):
         check_model(parameters=params, loss_and_grads=loss_and_grads, twin="8:sigmoid,10",
                     loss="binary_cross_entropy")
+
+
+def test_a_batch_gives_each_learners_process_its_share_of_the_blas_threads(tmp_path, monkeypatch):
+    from benchmark.check.batch import check_file, make_job
+    from benchmark.check.engine import CheckOptions
+    from benchmark.check.learner import LearnerProcess
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")  # svt's own setting, which a learner would inherit
+    path = planted(tmp_path, text="\nimport os\nif {os.environ.get(name) for name in ('OPENBLAS_NUM_THREADS', "
+                                  "'OMP_NUM_THREADS', 'MKL_NUM_THREADS')} != {'1'}:\n"
+                                  "    TWIN = 'threads ' + os.environ['OPENBLAS_NUM_THREADS']\n")
+    with LearnerProcess(path) as model:
+        assert model.declared["TWIN"] == "threads 7"
+    row = check_file(make_job(str(path), CheckOptions(batch=16), timeout=60, threads=1))
+    assert row["status"] == "ok", row

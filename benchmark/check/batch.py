@@ -28,19 +28,20 @@ from benchmark.core.errors import UserError
 CSV_FIELDS = ("file", "status", "exit", "verdict", "finding", "seconds")
 
 
-def make_job(path: str, options, timeout: float) -> dict:
-    """What a worker needs to check one file (plain data, for Ray)."""
+def make_job(path: str, options, timeout: float, threads: int | None = None) -> dict:
+    """What a worker needs to check one file (plain data, for Ray); `threads`: the BLAS threads of
+    its learner's process (None: as the worker's own, which a Ray task sets to 1)."""
     try:
         source = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         source = None
-    return {"path": str(path), "source": source, "options": options, "timeout": timeout}
+    return {"path": str(path), "source": source, "options": options, "timeout": timeout, "threads": threads}
 
 
 def check_file(job: dict) -> dict:
     """The row of one file: status ok / wrong / unusable, its exit status, the verdict and first finding."""
     from benchmark.check.engine import check
-    from benchmark.check.learner import LearnerProcess
+    from benchmark.check.learner import LearnerProcess, TheirError
 
     path, started = job["path"], time.monotonic()
     name = Path(path).name
@@ -53,20 +54,35 @@ def check_file(job: dict) -> dict:
         if options.folder is None:
             options = type(options)(**{**options.__dict__, "folder": str(Path(path).parent)})
         try:
-            with LearnerProcess(path, job["timeout"]) as model:
+            with LearnerProcess(path, job["timeout"], job.get("threads"), quiet=True) as model:
                 report = check(model, options, name)
             row.update(status="ok" if report.ok else "wrong", exit=0 if report.ok else 1, verdict=report.verdict(),
                        finding=report.findings[0] if report.findings else "")
+        except TheirError as error:  # no traceback is shown in a batch: where it was raised instead
+            finding = f"{error.where} raised {error.summary}{where_in_their_file(error.traceback, name)}{error.hint}"
+            row.update(verdict=f"{name}: cannot be checked: {finding.removeprefix(name + ', ')}", finding=finding)
         except UserError as error:
-            row.update(verdict=f"{name}: cannot be checked: {error}", finding=str(error).splitlines()[0])
+            message = str(error).splitlines()[0]
+            row.update(verdict=f"{name}: cannot be checked: {message.removeprefix(name + ': ')}", finding=message)
     row["seconds"] = round(time.monotonic() - started, 2)
     return row
+
+
+def where_in_their_file(traceback: str, name: str) -> str:
+    """" (line 12)": the last line of their traceback in their file, or ""."""
+    import re
+
+    lines = re.findall(rf'File "[^"]*{re.escape(name)}", line (\d+)', traceback)
+    return f" (line {lines[-1]})" if lines and f"line {lines[-1]})" not in traceback.splitlines()[-1] else ""
 
 
 def check_files(paths: list[str], options, timeout: float, jobs: int, backend: str = "local",
                 address: str | None = None, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Every file's row (`check_file`), in the order of `paths`; `on_row` sees each as it finishes."""
-    job_list = [make_job(path, options, timeout) for path in paths]
+    # local: the cores shared among the `jobs` learner processes that run at once (each one's BLAS
+    # would otherwise start a thread per core: jobs x cores threads on the machine)
+    threads = None if backend == "ray" else max(1, (os.cpu_count() or 1) // jobs)
+    job_list = [make_job(path, options, timeout, threads) for path in paths]
     rows: dict[str, dict] = {}
     if backend == "ray":
         for row in ray_rows(job_list, jobs, address):
@@ -74,12 +90,15 @@ def check_files(paths: list[str], options, timeout: float, jobs: int, backend: s
             if on_row:
                 on_row(row)
     else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
             for future in as_completed([pool.submit(check_file, job) for job in job_list]):
                 row = future.result()
                 rows[row["file"]] = row
                 if on_row:
                     on_row(row)
+        finally:  # Ctrl-C: the files not started are not started (the running ones' processes got SIGINT too)
+            pool.shutdown(wait=True, cancel_futures=True)
     return [rows[str(path)] for path in paths]
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.check.mapping import to_their_layout
+from benchmark.check.mistakes import wrong_axis_words, wrong_input_words, zero_words
 from scratch_nn.gradcheck import relative_error
 
 # |g - r t| / scale at most this, g is r times t (float32: a learner's float32 sums round at ~1e-7
@@ -80,6 +81,9 @@ def gradient_words(theirs: str, their_shape: tuple, grad: np.ndarray, right: np.
         if grad.shape == tuple(their_shape)[::-1]:
             return (f"{theirs}'s gradient has shape {grad.shape}, {theirs} has {tuple(their_shape)}: transposed "
                     "(the gradient must have the parameter's own layout)")
+        axis = wrong_axis_words(theirs, their_shape, grad, batch)
+        if axis:
+            return axis
         if grad.size == right.size and np.squeeze(grad).shape == np.squeeze(right).shape:
             grad = grad.reshape(right.shape)
         else:
@@ -93,6 +97,9 @@ def gradient_words(theirs: str, their_shape: tuple, grad: np.ndarray, right: np.
             extra = "" if abs(flipped - 1) < 1e-3 else f", and {factor_words(flipped, batch)}"
             return (f"{theirs}'s gradient is the right one transposed (a square layer: the shape cannot tell; "
                     f"x.T @ d and d.T @ x mixed up?){extra}")
+    zero = zero_words(theirs, grad, right)
+    if zero:
+        return zero
     return (f"{theirs}'s gradient is wrong: cosine {cosine(grad, right):.4f} with the right one, norm "
             f"{np.linalg.norm(grad):.3g} where the right one has {np.linalg.norm(right):.3g}")
 
@@ -136,7 +143,7 @@ def step_words(theirs: str, moved: np.ndarray, right_move: np.ndarray, batch: in
     factor = fit_factor(moved, right_move, dtype)
     if factor is None:
         return (f"your step(grads, lr) does not move {theirs} by -lr * grad (cosine {cosine(moved, right_move):.4f}; "
-                "svt checks plain SGD: p -= lr * g)")
+                "svt checks plain SGD, p -= lr * g, and torch's SGD with momentum)")
     if abs(factor) < 1e-12:
         return f"your step(grads, lr) does not move {theirs}"
     return f"your step(grads, lr) moves {theirs} by -lr * grad {factor_words(factor, batch)}"
@@ -156,6 +163,8 @@ class Evidence:
     batch: int
     dtype: str
     declaration: object
+    x: np.ndarray | None = None  # the first batch
+    overflow: str | None = None  # benchmark.check.mistakes.overflow_words
 
 
 def findings(evidence: Evidence, judged: list) -> list[str]:
@@ -163,7 +172,7 @@ def findings(evidence: Evidence, judged: list) -> list[str]:
     accumulate, each wrong gradient, where the error is, the step, a changed x."""
     by_name = {row.name: row for row in judged}
     e, words = evidence, []
-    words += loss_findings(e, by_name)
+    words += ([e.overflow] if e.overflow else []) + loss_findings(e, by_name)
     right_second = {row.theirs: to_their_layout(row, e.passes[1][0].grads[row.twin]) for row in e.rows}
     first_ok = all(by_name[f"{row.theirs}.grad"].ok for row in e.rows)
     second_ok = all(by_name[f"2nd call/{row.theirs}.grad"].ok for row in e.rows)
@@ -193,8 +202,10 @@ def gradient_findings(e: Evidence, by_name: dict) -> list[str]:
     """Each wrong gradient of the first call (alike ones said once), and where the error is: named
     mistakes (a factor, a transpose, a shape) first, then where, then the unnamed ones."""
     right_first = {row.theirs: to_their_layout(row, e.passes[0][0].grads[row.twin]) for row in e.rows}
-    gradients = grouped([(row.theirs, gradient_words(row.theirs, row.their_shape, e.first["grads"][row.theirs],
-                                                  right_first[row.theirs], e.batch, e.dtype))
+    gradients = grouped([(row.theirs, wrong_input_words(row, e.rows, np.asarray(e.first["grads"][row.theirs]),
+                                                        e.passes[0][0], e.x, e.declaration.model, e.dtype)
+                          or gradient_words(row.theirs, row.their_shape, e.first["grads"][row.theirs],
+                                            right_first[row.theirs], e.batch, e.dtype))
                          for row in e.rows if not by_name[f"{row.theirs}.grad"].ok])
     layers: dict[str, list[str]] = {}
     for row in e.rows:

@@ -38,6 +38,7 @@ from benchmark.check.mapping import (
     to_twin,
     to_twin_layout,
 )
+from benchmark.check.mistakes import overflow_words
 from benchmark.check.report import CheckReport
 from benchmark.check.twin import output_probabilities, read_declaration, twin_loss, twin_pass, twin_shapes
 from benchmark.core.errors import UserError
@@ -54,6 +55,7 @@ from scratch_nn.gradcheck import sample_indices
 
 FD_STEPS = {"float64": 2.0 ** -20, "float32": 2.0 ** -9}  # powers of 2: w ± h is w's neighbour, exactly
 FD_TOLERANCES = {"float64": FD_TOLERANCE, "float32": 1e-2}  # float32 differences carry ~1e-4 of noise
+MOMENTUM_NOISE = {"float64": 1e-9, "float32": 1e-4}  # plain SGD's misfit below this is rounding
 MOST_SQUARE = 6  # square layers decided jointly by the probe (2^6 twin losses)
 
 
@@ -122,9 +124,11 @@ def check(model, options: CheckOptions, name: str) -> CheckReport:
     judged = judge(call_pairs(rows, first, passes[0], x, output, declaration, ""), dtype)
     judged += judge(call_pairs(rows, second, passes[1], x2, None, declaration, "2nd call/", loss=False), dtype)
     fd_rows, fd_loss = referee(model, rows, params, x[:FD_BATCH], y[:FD_BATCH], dtype, name)
+    overflow = overflow_words(model, rows, declaration, x[:FD_BATCH], y[:FD_BATCH], fd_loss)
     shapes_fit = all(fits_their_shape(row, first["grads"][row.theirs]) for row in rows)  # else their step fails
     steps = step_rows(model, rows, declaration, batches[:options.steps if shapes_fit else 0], options.lr, dtype, name)
-    evidence = Evidence(rows, first, second, passes, output, fd_rows, steps, options.batch, dtype, declaration)
+    evidence = Evidence(rows, first, second, passes, output, fd_rows, steps, options.batch, dtype, declaration, x,
+                        overflow)
     return CheckReport(name, declaration, rows, judged + fd_rows + [row for step in steps for row in step["rows"]],
                        findings(evidence, judged), dtype, options.batch, fd_loss)
 
@@ -248,8 +252,9 @@ def referee(model, rows, params: dict, x: np.ndarray, y: np.ndarray, dtype: str,
 
 def step_rows(model, rows, declaration, batches: list, lr: float, dtype: str, name: str) -> list[dict]:
     """Each step from synchronized weights: their loss_and_grads and step(grads, lr) against the
-    twin's p - lr * g; rows "step k/W1" (the parameters after the step)."""
-    steps = []
+    twin's p - lr * g, or torch's SGD with momentum when their step has one (`fitted_momentum`);
+    rows "step k/W1" (the parameters after the step)."""
+    steps, buffers = [], None
     for number, (x, y) in enumerate(batches, start=1):
         before = model.parameters()
         seen = checked_call(model, x, y, before, name)
@@ -257,11 +262,40 @@ def step_rows(model, rows, declaration, batches: list, lr: float, dtype: str, na
         after = model.parameters()
         state = to_twin(rows, before)
         recorded, exact = twin_passes(declaration, state, x, y, dtype)
-        pairs = [(f"step {number}/{row.theirs}", "", "param", to_twin_layout(row, after[row.theirs]),
-                  state[row.twin] - np.asarray(lr, dtype) * recorded.grads[row.twin],
-                  None if exact is None else state[row.twin].astype(np.float64) - lr * exact.grads[row.twin])
+        grads = {row.twin: (recorded.grads[row.twin], None if exact is None else exact.grads[row.twin]) for row in rows}
+        momentum = fitted_momentum(rows, before, after, grads, buffers, lr)
+        # torch.optim.SGD (torch/optim/sgd.py): buf = momentum * buf + g (buf = g at the first step); p -= lr * buf
+        buffers = {key: pair if buffers is None else tuple(None if g is None else momentum * old + g
+                                                           for g, old in zip(pair, buffers[key]))
+                   for key, pair in grads.items()}
+        label = f" (momentum {momentum:.6g})" if momentum else ""
+        pairs = [(f"step {number}/{row.theirs}{label}", "", "param", to_twin_layout(row, after[row.theirs]),
+                  state[row.twin] - np.asarray(lr, dtype) * buffers[row.twin][0],
+                  None if exact is None else state[row.twin].astype(np.float64) - lr * buffers[row.twin][1])
                  for row in rows]
         steps.append({"rows": judge(pairs, dtype, kind_floor=1.0), "before": before, "after": after, "lr": lr,
                       "grads": seen["grads"], "right": {row.theirs: to_their_layout(row, recorded.grads[row.twin])
                                                         for row in rows}})
     return steps
+
+
+def fitted_momentum(rows, before: dict, after: dict, grads: dict, buffers: dict | None, lr: float) -> float:
+    """The momentum m of their step, fitted over every parameter by least squares from
+    (before - after) / lr = g + m * buf (torch's SGD, buf the previous step's); 0 at the first step,
+    and unless plain SGD does not fit and m explains 99% of the difference (the judge then says
+    whether the step is right)."""
+    if buffers is None or lr == 0:
+        return 0.0
+    moved, residual, previous = [], [], []
+    for row in rows:
+        change = to_twin_layout(row, before[row.theirs]).astype(np.float64) - to_twin_layout(row, after[row.theirs])
+        moved.append(change.ravel() / lr)
+        residual.append(moved[-1] - np.ravel(grads[row.twin][0]))
+        previous.append(np.asarray(buffers[row.twin][0], np.float64).ravel())
+    moved, residual, previous = np.concatenate(moved), np.concatenate(residual), np.concatenate(previous)
+    norm, dtype = float(previous @ previous), str(next(iter(before.values())).dtype)
+    momentum = float(residual @ previous) / norm if norm > 0 else 0.0
+    scale = max(float(np.linalg.norm(moved)), np.finfo(np.float64).tiny)
+    sgd_error, momentum_error = (float(np.linalg.norm(r)) / scale for r in (residual, residual - momentum * previous))
+    fits = sgd_error > MOMENTUM_NOISE[dtype] and momentum_error < 0.01 * sgd_error
+    return momentum if fits else 0.0

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.core.environment import THREAD_VARIABLES
 from benchmark.core.errors import UserError
 
 
@@ -41,22 +42,31 @@ class TheirError(UserError):
     and the call) and `traceback` (their frames only). The CLI prints the traceback, then one line."""
 
     def __init__(self, where: str, summary: str, traceback: str) -> None:
-        super().__init__(f"{where} raised {summary} (the traceback above is from your code, not svt's)")
-        self.where, self.summary, self.traceback = where, summary, traceback
+        from benchmark.check.mistakes import label_hint
+
+        hint = label_hint(summary) if "loss_and_grads" in where else ""
+        super().__init__(f"{where} raised {summary} (the traceback above is from your code, not svt's){hint}")
+        self.where, self.summary, self.traceback, self.hint = where.rstrip(","), summary, traceback, hint
 
 
 class LearnerProcess:
     """The model file imported in a child process; each method is one request on the pipe."""
 
-    def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
+    def __init__(self, path: str | Path, timeout: float = 60.0, threads: int | None = None,
+                 quiet: bool = False) -> None:
+        """`threads`: the BLAS threads of their process (OPENBLAS/OMP/MKL_NUM_THREADS), None: as svt's;
+        `quiet`: what their code prints is dropped (a batch), else it goes to svt's standard error."""
         self.path, self.name, self.timeout = str(path), Path(path).name, timeout
         if not Path(path).is_file():
             raise UserError(f"{path}: no such model file; give the path of a .py file that defines TWIN, "
                             "parameters() and loss_and_grads(x, y)")
         source_root = str(Path(__file__).resolve().parents[2])  # benchmark/ found even without `pip install -e`
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
+        if threads is not None:
+            env.update({name: str(threads) for name in THREAD_VARIABLES})
         self.process = subprocess.Popen([sys.executable, "-m", "benchmark.check.child", os.path.abspath(path)],
-                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL if quiet else None)
         self.requests = Connection(os.dup(self.process.stdin.fileno()), readable=False)
         self.answers = Connection(os.dup(self.process.stdout.fileno()), writable=False)
         self.process.stdin.close()

@@ -41,7 +41,8 @@ def model_run_spec(declaration, name: str, **train) -> Spec:
     """The run's Spec: the twin's model (their dtype) and plain SGD (`train`'s values, else DEFAULTS)."""
     chosen = {key: default if train.get(key) is None else train[key] for key, default in DEFAULTS.items()}
     return validate(Spec(name=name, model=declaration.model, train=TrainSpec(optimizer="sgd", **chosen),
-                         description=f"{name}: the learner's model against its {declaration.describe()}"),
+                         description=f"{name}: the learner's model (its own initial weights) against its "
+                                     f"{declaration.describe()}"),
                     "command line")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.core.errors import UserError, check_output_file
+from benchmark.core.errors import Interrupted, UserError, check_output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,13 +106,29 @@ def check_many(args: argparse.Namespace, options) -> int:
     print(f"check: {len(args.files)} files, batch {options.batch}, seed {options.seed}, {options.steps} step(s), "
           f"{args.jobs} at once ({args.backend})")
 
+    finished: dict[str, dict] = {}
+
     def show(row: dict) -> None:
+        finished[row["file"]] = row
         print(f"{row['file']:<{width}}  {row['status']:<8}  {row['finding'] or 'every tensor agrees'}", flush=True)
 
-    rows = check_files(args.files, options, args.timeout, args.jobs, args.backend, args.address, on_row=show)
+    try:
+        rows = check_files(args.files, options, args.timeout, args.jobs, args.backend, args.address, on_row=show)
+    except KeyboardInterrupt:  # Ctrl-C: the rows finished are kept, the others say they were not checked
+        rows = [finished.get(path) or not_checked(path) for path in args.files]
+        if args.csv:
+            write_csv(rows, args.csv)
+        written = f"; wrote {args.csv}, the files not checked with status interrupted" if args.csv else ""
+        raise Interrupted(f"{len(finished)} of {len(rows)} files checked{written}") from None
     counts = {status: sum(row["status"] == status for row in rows) for status in ("ok", "wrong", "unusable")}
     print(f"checked {len(rows)} files: {counts['ok']} ok, {counts['wrong']} wrong, {counts['unusable']} unusable")
     if args.csv:
         write_csv(rows, args.csv)
         print(f"wrote {args.csv}")
     return max(row["exit"] for row in rows)
+
+
+def not_checked(path: str) -> dict:
+    """The row of a file a Ctrl-C left unchecked."""
+    return {"file": path, "status": "interrupted", "exit": 130, "verdict": "", "seconds": 0.0,
+            "finding": "not checked: svt check was interrupted (Ctrl-C)"}

@@ -6,6 +6,7 @@ BUG = ""
 HIDDEN = [16]  # hidden ReLU layers; [16, 16] has a square weight
 OUTPUT = "softmax"  # or "sigmoid": squared error on sigmoid outputs
 DTYPE = np.float64
+MOMENTUM = 0.0  # step's momentum, written as learners do: v = momentum * v - lr * g; p += v
 TWIN = ",".join(f"{units}:relu" for units in HIDDEN) + (",10" if OUTPUT == "softmax" else ",10:sigmoid")
 LOSS = "cross_entropy" if OUTPUT == "softmax" else "squared_error"
 SCALE = 1.0 if OUTPUT == "softmax" else 0.5
@@ -17,6 +18,7 @@ for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:]), start=1):
     params[f"W{index}"] = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2 / fan_in)).astype(DTYPE)
     params[f"b{index}"] = (rng.standard_normal(fan_out) * 0.1).astype(DTYPE)
 kept = {key: np.zeros_like(value) for key, value in params.items()}  # for the accumulating bug
+velocity = {key: np.zeros_like(value) for key, value in params.items()}
 
 
 def parameters():
@@ -35,7 +37,7 @@ def run(x):
         if index < len(sizes) - 1:
             a = np.tanh(z) if BUG == "forward_tanh" else np.maximum(0, z)
         elif OUTPUT == "softmax":
-            e = np.exp(z - z.max(axis=1, keepdims=True))
+            e = np.exp(z if BUG == "softmax_unshifted" else z - z.max(axis=1, keepdims=True))
             a = e / e.sum(axis=1, keepdims=True)
         else:
             a = 1 / (1 + np.exp(-z))
@@ -66,8 +68,12 @@ def loss_and_grads(x, y):
     grads = {}
     for index in range(len(sizes) - 1, 0, -1):
         a_in = x if index == 1 else seen[2 * index - 3]
+        if BUG == "wrong_input" and index == len(sizes) - 1:
+            a_in = seen[2 * index - 5]  # the input of the layer below, a hidden layer of the same width
         grads[f"W{index}"] = a_in.T @ d_z
         grads[f"b{index}"] = d_z.sum() if BUG == "bias_scalar" and index == 1 else d_z.sum(axis=0)
+        if BUG == "bias_axis_1" and index == len(sizes) - 1:
+            grads[f"b{index}"] = d_z.sum(axis=1)
         if index > 1:
             d_a = d_z @ params[f"W{index}"].T
             z_below = seen[2 * index - 4]
@@ -82,6 +88,8 @@ def loss_and_grads(x, y):
         for key in grads:
             kept[key] += grads[key]
         grads = {key: value.copy() for key, value in kept.items()}
+    if BUG == "one_hot_labels":
+        loss = -np.sum(y * np.log(probabilities)) / n  # y taken for one-hot rows: (N,) against (N, 10)
     if BUG == "mutate_x":
         x -= 0.5
     if BUG == "wrong_keys":
@@ -91,4 +99,6 @@ def loss_and_grads(x, y):
 
 def step(grads, lr):
     for key, value in params.items():
-        value -= (2 * lr if BUG == "double_step" else lr) * grads[key]
+        velocity[key] *= MOMENTUM
+        velocity[key] -= (2 * lr if BUG == "double_step" else lr) * grads[key]
+        value += velocity[key]
