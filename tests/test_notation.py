@@ -2,6 +2,7 @@
 back into the same model."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -17,8 +18,9 @@ def blocks(*hidden: tuple, output: int = 10) -> tuple:
     return tuple(layer for block in hidden for layer in block_layers(*block)) + (LinearSpec(output),)
 
 
-def svt(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmark", *args], capture_output=True, text=True, timeout=120)
+def svt(*args: str, columns: int = 100) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmark", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": str(columns)})
 
 
 @pytest.mark.parametrize("name", builtin_spec_names())
@@ -89,7 +91,7 @@ def test_grammar_errors_say_what_is_wrong(text, pattern):
 
 
 def test_what_specs_prints_is_accepted_by_layers():
-    listed = svt("specs")
+    listed = svt("specs", columns=1000)  # wide enough that no line wraps: one spec, one line
     assert listed.returncode == 0, listed.stderr
     for name in builtin_spec_names():
         line = next(line for line in listed.stdout.splitlines() if line.startswith(f"{name} "))
