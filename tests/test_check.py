@@ -3,6 +3,7 @@
 every check runs it in its own process, as `svt check` does, on real MNIST."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -13,8 +14,30 @@ import pytest
 from benchmark.check.engine import CheckOptions, check
 from benchmark.check.learner import LearnerProcess, TheirError
 from benchmark.core.errors import UserError
+from benchmark.study.backends import thread_environment
 
 PLANTED = Path(__file__).parent / "check_models" / "planted.py"
+ONE_THREAD = thread_environment(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """torch and NumPy's OpenBLAS on one thread here, as in the learner's processes and svt's below:
+    the checks' tensors are small, and on a busy machine threads cost more than they give (the same
+    figures either way: no assertion depends on it)."""
+    import torch
+
+    from scratch_nn.blas import openblas_function
+
+    set_blas, get_blas = openblas_function("openblas_set_num_threads"), openblas_function("openblas_get_num_threads")
+    torch_threads, blas_threads = torch.get_num_threads(), get_blas() if get_blas else None
+    torch.set_num_threads(1)
+    if set_blas:
+        set_blas(1)
+    yield
+    torch.set_num_threads(torch_threads)
+    if set_blas and blas_threads:
+        set_blas(blas_threads)
 
 
 def planted(folder: Path, name: str = "model.py", text: str = "", **settings) -> Path:
@@ -30,13 +53,13 @@ def planted(folder: Path, name: str = "model.py", text: str = "", **settings) ->
 
 
 def checked(path: Path, **options):
-    with LearnerProcess(path, timeout=60) as model:
+    with LearnerProcess(path, timeout=60, threads=1) as model:
         return check(model, CheckOptions(batch=32, **options), path.name)
 
 
 def svt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "benchmark", "check", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env={**os.environ, **ONE_THREAD})
 
 
 @pytest.mark.parametrize("settings", [{}, {"HIDDEN": [16, 16]}, {"OUTPUT": "sigmoid"}])
@@ -163,10 +186,13 @@ def test_a_file_that_does_not_meet_the_interface_is_one_line_and_exit_2(tmp_path
         checked(path)
 
 
-def test_the_command_says_an_unusable_file_in_one_line_and_exits_2(tmp_path):
-    result = svt(str(planted(tmp_path, BUG="wrong_keys")))
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert result.stderr.startswith("svt check: error: model.py: loss_and_grads returned gradients for other keys")
+def test_the_command_says_an_unusable_file_in_one_line_and_exits_2(tmp_path, capsys):
+    from benchmark.commands.cli import main  # in this process: the command's own code, without a 2nd torch import
+
+    assert main(["check", str(planted(tmp_path, BUG="wrong_keys"))]) == 2
+    stderr = capsys.readouterr().err
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("svt check: error: model.py: loss_and_grads returned gradients for other keys")
 
 
 def test_the_command_prints_the_mapping_the_tensors_the_findings_and_exits_1(tmp_path):
