@@ -176,6 +176,9 @@ def test_their_exception_is_their_traceback_and_exit_2(tmp_path):
                                            r"layers.4.bias \(10,\) that none of your parameters maps to"),
     ("\n\ndef parameters():\n    return {key: value.copy() for key, value in params.items()}\n", {},
      r"parameters\(\) must return the model's own arrays, .* W1, b1, W2, b2 are new each time"),
+    ("\n_plain = loss_and_grads\n\n\ndef loss_and_grads(x, y):\n    loss, grads = _plain(x, y)\n    step(grads, 0.1)\n"
+     "    return loss, grads\n", {}, r"loss_and_grads\(x, y\) changed the parameters \(W1, b1, W2, b2\): it must only "
+                                  r"compute the loss and the gradients; an update belongs in step\(grads, lr\)"),
     ("\nforward = lambda x: None\n", {}, r"forward\(x\) must be an array of numbers, got NoneType"),
     ("\nLOSS = 'hinge'\n", {}, r"LOSS 'hinge' is not one of cross_entropy, squared_error, binary_cross_entropy"),
     ("\nTWIN = '16:relu,10:softmax'\n", {}, r"unknown activation 'softmax'"),
