@@ -118,11 +118,15 @@ def test_a_wrong_step_with_momentum_is_still_wrong(tmp_path):
     assert not report.ok and "your step(grads, lr) moves W1 by -lr * grad times 2" in report.findings[0]
 
 
-def test_a_gradient_computed_with_another_layers_input_is_named(tmp_path):
-    report = checked(planted(tmp_path, BUG="wrong_input", HIDDEN=[16, 16]))
-    assert report.findings[0] == ("W3's gradient is computed with W2's input (the output of layers.1, relu) instead of "
-                                  "its own (the output of layers.3, relu): in dW = aᵀ·delta (or delta·aᵀ), a must be "
-                                  "the activation that feeds this layer"), report.findings
+@pytest.mark.parametrize("hidden, words", [  # a hidden layer as wide as the right input, and x: another shape
+    ([16, 16], "W3's gradient is computed with W2's input (the output of layers.1, relu) instead of its own (the "
+               "output of layers.3, relu)"),
+    ([16], "W2's gradient is computed with W1's input (x, the network's input) instead of its own (the output of "
+           "layers.1, relu)")])
+def test_a_gradient_computed_with_another_layers_input_is_named(tmp_path, hidden, words):
+    report = checked(planted(tmp_path, BUG="wrong_input", HIDDEN=hidden))
+    assert report.findings[0] == (f"{words}: in dW = aᵀ·delta (or delta·aᵀ), a must be the activation that feeds "
+                                  "this layer"), report.findings
 
 
 def test_labels_taken_for_one_hot_rows_get_a_hint(tmp_path):
