@@ -167,6 +167,11 @@ def test_their_exception_is_their_traceback_and_exit_2(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("svt check: error: model.py, in loss_and_grads, raised")
 
 
+def test_a_file_that_asks_for_input_meets_the_end_of_a_file_not_svts_requests(tmp_path):
+    with pytest.raises(TheirError, match=r"model.py, loading the file, raised EOFError: EOF when reading a line"):
+        checked(planted(tmp_path, text="\nname = input('your name? ')\n"))
+
+
 @pytest.mark.parametrize("text, settings, words", [
     ("\ndel loss_and_grads\n", {}, r"model.py: defines no loss_and_grads; a model file needs TWIN"),
     ("\nloss_and_grad = loss_and_grads\ndel loss_and_grads\n", {},
