@@ -118,6 +118,14 @@ def test_a_wrong_step_with_momentum_is_still_wrong(tmp_path):
     assert not report.ok and "your step(grads, lr) moves W1 by -lr * grad times 2" in report.findings[0]
 
 
+def test_softmax_without_the_max_shift_that_asserts_a_finite_loss_is_said_in_words_too(tmp_path):
+    text = ("\n_plain = loss_and_grads\n\n\ndef loss_and_grads(x, y):\n    loss, grads = _plain(x, y)\n"
+            "    assert np.isfinite(loss), 'the loss is not finite'\n    return loss, grads\n")
+    report = checked(planted(tmp_path, BUG="softmax_unshifted", text=text))
+    assert report.findings[0].startswith("your loss_and_grads raises AssertionError: the loss is not finite when "
+                                         "every output score is raised by 1000"), report.findings
+
+
 @pytest.mark.parametrize("hidden, words", [  # a hidden layer as wide as the right input, and x: another shape
     ([16, 16], "W3's gradient is computed with W2's input (the output of layers.1, relu) instead of its own (the "
                "output of layers.3, relu)"),
