@@ -3,6 +3,7 @@
 every check runs it in its own process, as `svt check` does, on real MNIST."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -13,8 +14,30 @@ import pytest
 from benchmark.check.engine import CheckOptions, check
 from benchmark.check.learner import LearnerProcess, TheirError
 from benchmark.core.errors import UserError
+from benchmark.study.backends import thread_environment
 
 PLANTED = Path(__file__).parent / "check_models" / "planted.py"
+ONE_THREAD = thread_environment(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """torch and NumPy's OpenBLAS on one thread here, as in the learner's processes and svt's below:
+    the checks' tensors are small, and on a busy machine threads cost more than they give (the same
+    figures either way: no assertion depends on it)."""
+    import torch
+
+    from scratch_nn.blas import openblas_function
+
+    set_blas, get_blas = openblas_function("openblas_set_num_threads"), openblas_function("openblas_get_num_threads")
+    torch_threads, blas_threads = torch.get_num_threads(), get_blas() if get_blas else None
+    torch.set_num_threads(1)
+    if set_blas:
+        set_blas(1)
+    yield
+    torch.set_num_threads(torch_threads)
+    if set_blas and blas_threads:
+        set_blas(blas_threads)
 
 
 def planted(folder: Path, name: str = "model.py", text: str = "", **settings) -> Path:
@@ -30,13 +53,13 @@ def planted(folder: Path, name: str = "model.py", text: str = "", **settings) ->
 
 
 def checked(path: Path, **options):
-    with LearnerProcess(path, timeout=60) as model:
+    with LearnerProcess(path, timeout=60, threads=1) as model:
         return check(model, CheckOptions(batch=32, **options), path.name)
 
 
 def svt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "benchmark", "check", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env={**os.environ, **ONE_THREAD})
 
 
 @pytest.mark.parametrize("settings", [{}, {"HIDDEN": [16, 16]}, {"OUTPUT": "sigmoid"}])
@@ -95,11 +118,23 @@ def test_a_wrong_step_with_momentum_is_still_wrong(tmp_path):
     assert not report.ok and "your step(grads, lr) moves W1 by -lr * grad times 2" in report.findings[0]
 
 
-def test_a_gradient_computed_with_another_layers_input_is_named(tmp_path):
-    report = checked(planted(tmp_path, BUG="wrong_input", HIDDEN=[16, 16]))
-    assert report.findings[0] == ("W3's gradient is computed with W2's input (the output of layers.1, relu) instead of "
-                                  "its own (the output of layers.3, relu): in dW = aᵀ·delta (or delta·aᵀ), a must be "
-                                  "the activation that feeds this layer"), report.findings
+def test_softmax_without_the_max_shift_that_asserts_a_finite_loss_is_said_in_words_too(tmp_path):
+    text = ("\n_plain = loss_and_grads\n\n\ndef loss_and_grads(x, y):\n    loss, grads = _plain(x, y)\n"
+            "    assert np.isfinite(loss), 'the loss is not finite'\n    return loss, grads\n")
+    report = checked(planted(tmp_path, BUG="softmax_unshifted", text=text))
+    assert report.findings[0].startswith("your loss_and_grads raises AssertionError: the loss is not finite when "
+                                         "every output score is raised by 1000"), report.findings
+
+
+@pytest.mark.parametrize("hidden, words", [  # a hidden layer as wide as the right input, and x: another shape
+    ([16, 16], "W3's gradient is computed with W2's input (the output of layers.1, relu) instead of its own (the "
+               "output of layers.3, relu)"),
+    ([16], "W2's gradient is computed with W1's input (x, the network's input) instead of its own (the output of "
+           "layers.1, relu)")])
+def test_a_gradient_computed_with_another_layers_input_is_named(tmp_path, hidden, words):
+    report = checked(planted(tmp_path, BUG="wrong_input", HIDDEN=hidden))
+    assert report.findings[0] == (f"{words}: in dW = aᵀ·delta (or delta·aᵀ), a must be the activation that feeds "
+                                  "this layer"), report.findings
 
 
 def test_labels_taken_for_one_hot_rows_get_a_hint(tmp_path):
@@ -140,6 +175,11 @@ def test_their_exception_is_their_traceback_and_exit_2(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("svt check: error: model.py, in loss_and_grads, raised")
 
 
+def test_a_file_that_asks_for_input_meets_the_end_of_a_file_not_svts_requests(tmp_path):
+    with pytest.raises(TheirError, match=r"model.py, loading the file, raised EOFError: EOF when reading a line"):
+        checked(planted(tmp_path, text="\nname = input('your name? ')\n"))
+
+
 @pytest.mark.parametrize("text, settings, words", [
     ("\ndel loss_and_grads\n", {}, r"model.py: defines no loss_and_grads; a model file needs TWIN"),
     ("\nloss_and_grad = loss_and_grads\ndel loss_and_grads\n", {},
@@ -153,6 +193,9 @@ def test_their_exception_is_their_traceback_and_exit_2(tmp_path):
                                            r"layers.4.bias \(10,\) that none of your parameters maps to"),
     ("\n\ndef parameters():\n    return {key: value.copy() for key, value in params.items()}\n", {},
      r"parameters\(\) must return the model's own arrays, .* W1, b1, W2, b2 are new each time"),
+    ("\n_plain = loss_and_grads\n\n\ndef loss_and_grads(x, y):\n    loss, grads = _plain(x, y)\n    step(grads, 0.1)\n"
+     "    return loss, grads\n", {}, r"loss_and_grads\(x, y\) changed the parameters \(W1, b1, W2, b2\): it must only "
+                                  r"compute the loss and the gradients; an update belongs in step\(grads, lr\)"),
     ("\nforward = lambda x: None\n", {}, r"forward\(x\) must be an array of numbers, got NoneType"),
     ("\nLOSS = 'hinge'\n", {}, r"LOSS 'hinge' is not one of cross_entropy, squared_error, binary_cross_entropy"),
     ("\nTWIN = '16:relu,10:softmax'\n", {}, r"unknown activation 'softmax'"),
@@ -163,10 +206,13 @@ def test_a_file_that_does_not_meet_the_interface_is_one_line_and_exit_2(tmp_path
         checked(path)
 
 
-def test_the_command_says_an_unusable_file_in_one_line_and_exits_2(tmp_path):
-    result = svt(str(planted(tmp_path, BUG="wrong_keys")))
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert result.stderr.startswith("svt check: error: model.py: loss_and_grads returned gradients for other keys")
+def test_the_command_says_an_unusable_file_in_one_line_and_exits_2(tmp_path, capsys):
+    from benchmark.commands.cli import main  # in this process: the command's own code, without a 2nd torch import
+
+    assert main(["check", str(planted(tmp_path, BUG="wrong_keys"))]) == 2
+    stderr = capsys.readouterr().err
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("svt check: error: model.py: loss_and_grads returned gradients for other keys")
 
 
 def test_the_command_prints_the_mapping_the_tensors_the_findings_and_exits_1(tmp_path):

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_check import PLANTED, checked, planted
+from test_check import ONE_THREAD, PLANTED, checked, one_thread, planted  # noqa: F401 (a fixture)
 
 from benchmark.check import check_model
 from benchmark.core.errors import UserError
@@ -58,7 +58,8 @@ def classroom(tmp_path):
 def test_a_batch_keeps_going_past_a_hanging_and_a_crashing_file(classroom, tmp_path):
     table = tmp_path / "class.csv"
     result = subprocess.run([sys.executable, "-m", "benchmark", "check", *classroom, "--timeout", "5", "--jobs", "2",
-                             "--batch", "32", "--csv", str(table)], capture_output=True, text=True, timeout=600)
+                             "--batch", "32", "--csv", str(table)], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, **ONE_THREAD})
     assert result.returncode == 2, result.stderr
     rows = {row["file"]: row for row in csv.DictReader(table.open())}
     assert [rows[path]["status"] for path in classroom] == ["ok", "wrong", "unusable", "unusable", "unusable", "ok",
@@ -81,9 +82,10 @@ def test_a_batch_keeps_going_past_a_hanging_and_a_crashing_file(classroom, tmp_p
 def test_ctrl_c_keeps_the_rows_finished_and_writes_the_csv_whole(classroom, tmp_path):
     table = tmp_path / "class.csv"
     files = [classroom[0], classroom[2], classroom[1]]  # right, hangs, wrong; one at a time
+    # in its own process group, which a terminal's Ctrl-C reaches whole
     process = subprocess.Popen([sys.executable, "-m", "benchmark", "check", *files, "--jobs", "1", "--batch", "32",
                                 "--csv", str(table)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # its own process group, as a terminal's Ctrl-C reaches
+                               start_new_session=True, env={**os.environ, **ONE_THREAD})
     first_rows = [process.stdout.readline(), process.stdout.readline()]
     assert first_rows[1].startswith(classroom[0]), first_rows  # the right file's row: the hanging one runs now
     os.killpg(process.pid, signal.SIGINT)
@@ -101,7 +103,7 @@ def test_ctrl_c_keeps_the_rows_finished_and_writes_the_csv_whole(classroom, tmp_
 def test_a_batch_on_ray_gives_the_same_rows(classroom, tmp_path):
     result = subprocess.run([sys.executable, "-m", "benchmark", "check", classroom[0], classroom[1], classroom[3],
                              "--backend", "ray", "--jobs", "2", "--batch", "32"],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env={**os.environ, **ONE_THREAD})
     assert result.returncode == 2, result.stderr
     assert "checked 3 files: 1 ok, 1 wrong, 1 unusable" in result.stdout
 

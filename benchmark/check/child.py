@@ -156,12 +156,13 @@ def serve(path: str, requests: Connection, answers: Connection) -> None:
             if module is None:
                 module = load_module(path)
                 answers.send(("ok", declaration(module)))
-            request, arguments = requests.recv()
+            try:
+                request, arguments = requests.recv()
+            except EOFError:  # svt closed the pipe (their code's EOFError is theirs, below)
+                return
             if request == "close":
                 return
             answers.send(("ok", handlers[request](module, *arguments)))
-        except EOFError:
-            return
         except Usage as error:
             answers.send(("usage", str(error)))
             if module is None:
@@ -176,10 +177,12 @@ def serve(path: str, requests: Connection, answers: Connection) -> None:
 
 
 def main() -> None:
-    answers = Connection(os.dup(1), readable=False)
+    answers, requests = Connection(os.dup(1), readable=False), Connection(os.dup(0), writable=False)
     os.dup2(2, 1)  # their prints (Python's and C's) go to standard error
     sys.stdout = sys.stderr
-    serve(sys.argv[1], Connection(os.dup(0), writable=False), answers)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # their input() meets the end of a file, not svt's requests
+    sys.stdin = open(os.devnull, encoding="utf-8")
+    serve(sys.argv[1], requests, answers)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,8 @@ def gradient_words(theirs: str, their_shape: tuple, grad: np.ndarray, right: np.
     if grad.shape != tuple(their_shape):
         if grad.size == 1:
             return (f"{theirs}'s gradient is a scalar (shape {grad.shape}) but {theirs} is {tuple(their_shape)}: "
-                    "summed over every axis; a bias gradient sums over the batch only (d.sum(axis=0))")
+                    "summed over every axis; a bias gradient sums over the batch only "
+                    "(rows: d.sum(axis=0); columns: d.sum(axis=1, keepdims=True))")
         if grad.shape == tuple(their_shape)[::-1]:
             return (f"{theirs}'s gradient has shape {grad.shape}, {theirs} has {tuple(their_shape)}: transposed "
                     "(the gradient must have the parameter's own layout)")

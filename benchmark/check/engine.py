@@ -116,7 +116,12 @@ def check(model, options: CheckOptions, name: str) -> CheckReport:
                           options.overrides, declaration.twin)
     batches = mnist_batches(options.batch, max(options.steps, 2), options.seed, dtype, options.data_dir)
     (x, y), (x2, y2) = batches[0], batches[1]
-    first, second = checked_call(model, x, y, params, name), checked_call(model, x2, y2, params, name)
+    first = checked_call(model, x, y, params, name)
+    changed = [key for key, value in model.parameters().items() if not np.array_equal(value, params[key])]
+    if changed:
+        raise UserError(f"{name}: loss_and_grads(x, y) changed the parameters ({', '.join(changed)}): it must only "
+                        "compute the loss and the gradients; an update belongs in step(grads, lr)")
+    second = checked_call(model, x2, y2, params, name)
     rows = decide_square(model, rows, declaration, params, x[:FD_BATCH], y[:FD_BATCH], dtype)
     state = to_twin(rows, params)
     output = model.forward(x.copy()) if "forward" in model.declared["has"] else None

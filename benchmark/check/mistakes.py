@@ -52,16 +52,17 @@ def wrong_input_words(row, rows, grad: np.ndarray, recorded, x: np.ndarray, mode
     """Their weight gradient is d.T @ a (in their layout) with a the input of another weight layer."""
     from benchmark.check.diagnose import fit_factor
 
-    if x is None or len(row.twin_shape) != 2 or grad.shape != tuple(row.their_shape):
+    if x is None or len(row.twin_shape) != 2 or grad.ndim != 2:  # (another width of input: another shape too)
         return None
     io = layer_io(recorded, x)
     grad_out = io[row.layer][1]
     weights = {other.layer: other.theirs for other in rows if len(other.twin_shape) == 2}
     for layer, theirs in weights.items():
         candidate = io[layer][0]
-        if layer == row.layer or candidate.shape[1] != row.twin_shape[1]:
+        if layer == row.layer:
             continue
-        if fit_factor(grad, to_their_layout(row, grad_out.T @ candidate), dtype) is not None:
+        wrong = to_their_layout(row, grad_out.T @ candidate)
+        if wrong.shape == grad.shape and fit_factor(grad, wrong, dtype) is not None:
             return (f"{row.theirs}'s gradient is computed with {theirs}'s input ({feeds(layer, model_spec)}) instead "
                     f"of its own ({feeds(row.layer, model_spec)}): in dW = aᵀ·delta (or delta·aᵀ), a must be the "
                     "activation that feeds this layer")
@@ -82,15 +83,20 @@ def overflow_words(model, rows, declaration, x: np.ndarray, y: np.ndarray, loss:
     last = next((row for row in rows if index[row.theirs] == last_layer and len(row.twin_shape) == 1), None)
     if declaration.loss != "cross_entropy" or last is None:
         return None
+    from benchmark.check.learner import TheirError
+
     bias = model.parameters()[last.theirs]
     model.set_parameters({last.theirs: bias + SHIFT})
     try:
         shifted = model.loss_and_grads(x.copy(), y)["loss"]
+        if np.isfinite(shifted) and abs(shifted - loss) <= 1e-2 * max(abs(loss), 1.0):
+            return None
+        outcome = f"your loss is {shifted:.6g} (instead of {loss:.6g})"
+    except TheirError as error:  # an assert on the loss, a check of their own
+        outcome = f"your loss_and_grads raises {error.summary}"
     finally:
         model.set_parameters({last.theirs: bias})
-    if np.isfinite(shifted) and abs(shifted - loss) <= 1e-2 * max(abs(loss), 1.0):
-        return None
-    return (f"your loss is {shifted:.6g} (instead of {loss:.6g}) when every output score is raised by "
+    return (f"{outcome} when every output score is raised by "
             f"{SHIFT:g} ({last.theirs} + {SHIFT:g}), which changes neither softmax nor the loss: exp overflows; "
             "subtract each row's largest score before exp (softmax(z) = exp(z - max z) / sum), or use log-sum-exp")
 

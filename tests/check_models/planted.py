@@ -69,7 +69,7 @@ def loss_and_grads(x, y):
     for index in range(len(sizes) - 1, 0, -1):
         a_in = x if index == 1 else seen[2 * index - 3]
         if BUG == "wrong_input" and index == len(sizes) - 1:
-            a_in = seen[2 * index - 5]  # the input of the layer below, a hidden layer of the same width
+            a_in = x if index == 2 else seen[2 * index - 5]  # the input of the layer below
         grads[f"W{index}"] = a_in.T @ d_z
         grads[f"b{index}"] = d_z.sum() if BUG == "bias_scalar" and index == 1 else d_z.sum(axis=0)
         if BUG == "bias_axis_1" and index == len(sizes) - 1:
