@@ -77,7 +77,7 @@ def test_linear_shapes_follow_the_spec():
 def quick_run(tmp_path_factory, mnist):  # `mnist` fetches and verifies the data first
     parent = tmp_path_factory.mktemp("bench")
     out = parent / "out"
-    result = subprocess.run([sys.executable, "-m", "benchmark", "bench", "--quick", "--threads", "1",
+    result = subprocess.run([sys.executable, "-m", "benchmark", "bench", "--quick", "--threads", "1", "--profile",
                              "--out", str(out)], capture_output=True, text=True, timeout=240)
     return result, parent, out
 
@@ -190,6 +190,22 @@ def test_quick_run_reports_the_threads_both_libraries_use(quick_run):
     assert environment["blas_variables"] == {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
     if environment["openblas_threads"] is not None:
         assert environment["openblas_core"]
+
+
+def test_quick_run_with_profile_prints_both_sides_ops_per_batch_size(quick_run):
+    """--profile: per row, scratch's layers and torch's profiler ops, measured in the timing worker."""
+    result, _, out = quick_run
+    for batch in (1, 64):
+        assert f"profile at batch {batch}: ms per step" in result.stdout
+    timing = json.loads((out / "bench.json").read_text(encoding="utf-8"))["timing"]
+    for row in timing["steps"]:
+        scratch, torch = row["profile"]["scratch"], row["profile"]["torch"]
+        names = [name for name, _ in scratch["ops"]]
+        assert names[:2] == ["layers.0 Linear forward", "layers.1 ReLU forward"] and names[-1] == "optimizer update"
+        assert "aten::linear #1" in [name for name, _ in torch["ops"]]
+        for side in (scratch, torch):
+            assert side["step_ms"] == pytest.approx(sum(ms for _, ms in side["ops"])) and side["step_ms"] > 0
+    assert "### profile at batch 64" in (out / "bench.md").read_text(encoding="utf-8")
 
 
 def test_quick_run_writes_markdown_and_plot_atomically(quick_run):

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.bench.profile import profile_lines
 from benchmark.bench.timing import linear_shapes, training_flops
 from benchmark.core.tables import format_table
 from scratch_nn.spec import Spec, settings_in_use
@@ -234,12 +235,19 @@ def targets(results: BenchResults) -> list[dict]:
     return found
 
 
+def profiled_rows(results: BenchResults, spec: Spec, dtype: str) -> list[dict]:
+    """The timing rows of one spec and dtype that carry a per-op profile (`svt bench --profile`)."""
+    return [row for row in results.timing["steps"]
+            if row["spec"] == spec.name and row["dtype"] == dtype and "profile" in row]
+
+
 def terminal_report(results: BenchResults) -> str:
     parts = []
     for spec in results.plan.specs:
         for dtype in results.plan.dtypes:
             title, table, notes = section_lines(results, spec, dtype)
             parts.append("\n".join([title, format_table(table, STEP_COLUMNS, right=NUMBER_COLUMNS), *notes]))
+            parts += ["\n".join(profile_lines(row)) for row in profiled_rows(results, spec, dtype)]
     parts.append("\n".join(environment_lines(results)))
     parts.append("\n".join(["targets:"] + [f"  {'ok  ' if row['holds'] else 'MISS'} {row['target']}: {row['measured']}"
                                            for row in targets(results)]))
@@ -268,6 +276,9 @@ def markdown_report(results: BenchResults) -> str:
             title, table, notes = section_lines(results, spec, dtype)
             parts += [f"## {title}", "", markdown_table(table, STEP_COLUMNS, right=NUMBER_COLUMNS), ""]
             parts += [f"- {note}" for note in notes] + [""]
+            for row in profiled_rows(results, spec, dtype):
+                title_line, *lines = profile_lines(row)
+                parts += [f"### {title_line}", "", "```text", *lines, "```", ""]
     parts += ["## Targets", "", markdown_table(
         [{"target": row["target"], "measured": row["measured"], "holds": "yes" if row["holds"] else "**no**"}
          for row in targets(results)], ["target", "measured", "holds"]), ""]
