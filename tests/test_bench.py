@@ -314,9 +314,9 @@ def test_conv_flops_are_counted_per_output_position_and_weight():
     assert training_flops(spec.model, 2) == 2 * products[0] + 3 * products[1] + 3 * products[2]
 
 
-def test_the_targets_judge_every_mlp_row_at_1_and_a_cnn_at_1_5_at_batch_64_and_256():
+def test_the_targets_judge_every_mlp_row_at_1_and_every_cnn_row_at_1_3():
     """Each MLP of the run, in each dtype, is held to step ratio <= 1 at every batch size; a CNN
-    (a conv2d in its list) to <= 1.5 at batch 64 and 256 in float32, its other rows not judged."""
+    (a conv2d in its list) to <= 1.3 at every batch size in both dtypes (issue 27's floor)."""
     from types import SimpleNamespace
 
     from benchmark.bench.report import BenchResults, targets
@@ -324,7 +324,7 @@ def test_the_targets_judge_every_mlp_row_at_1_and_a_cnn_at_1_5_at_batch_64_and_2
 
     mlp, cnn = load_builtin_spec("mnist-mlp"), load_builtin_spec("lenet5-relu")
     ratios = {("mnist-mlp", "float32"): {1: 0.5, 1024: 1.02}, ("mnist-mlp", "float64"): {1: 0.9, 1024: 0.99},
-              ("lenet5-relu", "float32"): {16: 3.0, 64: 1.4, 256: 1.6}, ("lenet5-relu", "float64"): {64: 9.0}}
+              ("lenet5-relu", "float32"): {1: 0.6, 64: 1.4, 256: 1.2}, ("lenet5-relu", "float64"): {1: 1.31, 64: 0.9}}
     rows = [{"spec": spec, "dtype": dtype, "batch_size": batch, "metric": "step_time", "ratio": value}
             for (spec, dtype), by_batch in ratios.items() for batch, value in by_batch.items()]
     plan = SimpleNamespace(specs=(mlp, cnn), dtypes=("float32", "float64"))
@@ -332,5 +332,6 @@ def test_the_targets_judge_every_mlp_row_at_1_and_a_cnn_at_1_5_at_batch_64_and_2
     assert found == {
         "mnist-mlp float32: step ratio <= 1 at every batch size": ("worst 1.02 at batch 1024", False),
         "mnist-mlp float64: step ratio <= 1 at every batch size": ("worst 0.99 at batch 1024", True),
-        "lenet5-relu float32: step ratio <= 1.5 at batch 64 and 256": ("worst 1.60 at batch 256", False),
+        "lenet5-relu float32: step ratio <= 1.3 at every batch size": ("worst 1.40 at batch 64", False),
+        "lenet5-relu float64: step ratio <= 1.3 at every batch size": ("worst 1.31 at batch 1", False),
     }
