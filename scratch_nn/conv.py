@@ -13,13 +13,18 @@ row per (c, i, j), one column per output position (n, h, w), so the sum is a mat
 
 and dL/dx is col2im: each entry of dL/dX added back onto the input element it was copied from.
 
-Why it is fast (see tools/conv_speed.py): the arrays are kept channel-major, (C, N, H, W) in
+Why it is fast (measured by `svt bench --profile`): the arrays are kept channel-major, (C, N, H, W) in
 memory, so Y is already the (N, O, H, W) output seen through a transposed view and no layer
 transposes. With stride 1, the columns are built over "wide rows": output rows as wide as the
 padded input (Wp instead of Wo), whose last Wp - Wo entries are discarded. Then each row of X is
 a 1-D shift of the flattened padded planes by i*d*Wp + j*d, a contiguous copy of Ho*Wp elements
 per sample instead of Ho short rows of Wo, and col2im is kH*kW contiguous shifted additions. The
-padded input, the columns and dL/dY's wide copy are arrays allocated once per input shape.
+columns are built by one strided copy (`Geometry.windows`, a view of every (c, i, j) shift at once),
+for a block of samples at a time (COLUMN_BLOCK_BYTES): the product of one block reads columns still
+in cache, and the weight gradient builds them again, block by block, instead of keeping a matrix
+25x the input (LeNet's first layer, batch 1024, float64: 183 MB). Measured on LeNet-5's two convs
+(one thread, forward + backward, float32 / float64): 12-16% less time at batch 1024, the same at 64.
+The padded input, one block of columns and dL/dY's wide copy are arrays kept while the shape holds.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from scratch_nn.init import uniform_
 from scratch_nn.layer import Layer
 
 WIDE_ROWS = True  # stride-1 columns over wide rows (the module docstring); False: exact rows, for measuring
+COLUMN_BLOCK_BYTES = 4 * 1024 * 1024  # the columns are built for at most this many bytes of samples at a time
 
 
 def pair(value, name: str, minimum: int) -> tuple[int, int]:
@@ -66,9 +72,10 @@ def conv2d_output_shape(input_shape, out_channels: int, kernel_size, stride=1, p
 
 
 class Geometry:
-    """The sizes of one input shape: padded planes, output, and the column layout (wide rows or exact)."""
+    """The sizes of one input shape: padded planes, output, the column layout (wide rows or exact)
+    and the blocks of samples the columns are built for, one block at a time."""
 
-    def __init__(self, layer: Conv2d, x_shape: tuple[int, ...]) -> None:
+    def __init__(self, layer: Conv2d, x_shape: tuple[int, ...], itemsize: int) -> None:
         self.n, self.channels, self.height, self.width = x_shape
         _, self.out_height, self.out_width = conv2d_output_shape(
             x_shape[1:], layer.out_channels, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
@@ -82,6 +89,12 @@ class Geometry:
         self.length = self.out_height * self.row_width  # columns per sample
         tail = (self.kernel_w - 1) * self.dil_w if self.wide else 0  # the last shift reads this far past a plane
         self.plane = self.padded_h * self.padded_w + tail
+        self.rows = self.channels * self.kernel_h * self.kernel_w  # rows of the columns, all groups
+        self.block = max(1, min(self.n, COLUMN_BLOCK_BYTES // (self.rows * self.length * itemsize)))
+
+    def blocks(self):
+        """(first, last) sample of each block, in order."""
+        return [(first, min(first + self.block, self.n)) for first in range(0, self.n, self.block)]
 
     def images(self, flat: np.ndarray) -> np.ndarray:
         """The padded images (C, N, Hp, Wp) inside a (C, N, plane) array."""
@@ -92,8 +105,22 @@ class Geometry:
         """The unpadded input (C, N, H, W) inside a (C, N, plane) array."""
         return self.images(flat)[:, :, self.pad_h:self.pad_h + self.height, self.pad_w:self.pad_w + self.width]
 
+    def windows(self, flat: np.ndarray) -> np.ndarray:
+        """A read-only view (C, kH, kW, n, L) or (C, kH, kW, n, Ho, Wo) of the padded samples (C, n, plane):
+        the input element each weight (c, i, j) meets at each output position, not copied."""
+        channel_stride, sample_stride, item = flat.strides
+        row, column = self.padded_w * item, item  # one step down, one step right in a padded plane
+        head = (self.channels, self.kernel_h, self.kernel_w, flat.shape[1])
+        head_strides = (channel_stride, self.dil_h * row, self.dil_w * column, sample_stride)
+        if self.wide:
+            shape, strides = (*head, self.length), (*head_strides, item)
+        else:
+            shape = (*head, self.out_height, self.out_width)
+            strides = (*head_strides, self.stride_h * row, self.stride_w * column)
+        return np.lib.stride_tricks.as_strided(flat, shape, strides, writeable=False)
+
     def window(self, flat: np.ndarray, i: int, j: int) -> np.ndarray:
-        """The input elements weight (i, j) meets, one per output position: (C, N, L) or (C, N, Ho, Wo)."""
+        """The elements weight (i, j) meets in a (C, N, plane) array, writable: (C, N, L) or (C, N, Ho, Wo)."""
         if self.wide:
             shift = i * self.dil_h * self.padded_w + j * self.dil_w
             return flat[:, :, shift:shift + self.length]
@@ -111,9 +138,9 @@ class Geometry:
 
 
 def im2col(x_flat: np.ndarray, geometry: Geometry, columns: np.ndarray) -> None:
-    """Fill columns (C*kH*kW, N*L) from the padded input (C, N, plane): one copy per weight offset."""
-    for i, j in geometry.offsets():
-        np.copyto(geometry.column_block(columns, i, j), geometry.window(x_flat, i, j))
+    """Fill columns (C*kH*kW, n*L) from n padded samples (C, n, plane): one strided copy."""
+    windows = geometry.windows(x_flat)
+    np.copyto(columns.reshape(windows.shape), windows)
 
 
 def col2im(columns: np.ndarray, geometry: Geometry, dtype) -> np.ndarray:
@@ -183,20 +210,29 @@ class Conv2d(Layer):
         return [(slice(g * out_per_group, (g + 1) * out_per_group), slice(g * rows_per_group, (g + 1) * rows_per_group))
                 for g in range(self.groups)]
 
+    def _block_columns(self, geometry: Geometry, first: int, last: int) -> np.ndarray:
+        """The columns (C*kH*kW, n*L) of samples first..last, built in a work array of one block."""
+        padded = self._work["padded"]
+        size = geometry.rows * (last - first) * geometry.length
+        work = self._buffer("columns", (geometry.rows * geometry.block * geometry.length,), padded.dtype)
+        columns = work[:size].reshape(geometry.rows, -1)
+        im2col(padded[:, first:last], geometry, columns)
+        return columns
+
     def _forward(self, x):
-        """The cache is the input's Geometry; the columns stay in the work arrays for backward."""
+        """The cache is the input's Geometry; the padded input stays in the work arrays for backward."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d: expected input (N, {self.in_channels}, H, W), got shape {x.shape}")
         weight = self.params["weight"]
-        geometry = Geometry(self, x.shape)
+        geometry = Geometry(self, x.shape, weight.itemsize)
         padded = self._buffer("padded", (geometry.channels, geometry.n, geometry.plane), weight.dtype)
         np.copyto(geometry.interior(padded), x.transpose(1, 0, 2, 3))  # borders stay zero
-        columns = self._buffer("columns", (weight[0].size * self.groups, geometry.n * geometry.length),
-                               weight.dtype)
-        im2col(padded, geometry, columns)
         out = np.empty((self.out_channels, geometry.n * geometry.length), dtype=weight.dtype)  # (O, N*L)
-        for group, (out_rows, column_rows) in enumerate(self._group_slices()):
-            np.matmul(self._weight_rows(group), columns[column_rows], out=out[out_rows])
+        for first, last in geometry.blocks():
+            columns = self._block_columns(geometry, first, last)
+            block_out = out[:, first * geometry.length:last * geometry.length]
+            for group, (out_rows, column_rows) in enumerate(self._group_slices()):
+                np.matmul(self._weight_rows(group), columns[column_rows], out=block_out[out_rows])
         if "bias" in self.params:
             out += self.params["bias"][:, None]
         out = out.reshape(self.out_channels, geometry.n, geometry.out_height, geometry.row_width)
@@ -204,23 +240,28 @@ class Conv2d(Layer):
 
     def _backward(self, grad_out, geometry, input_grad):
         """Fill grads["weight"], grads["bias"]; return dL/dx (N, C, H, W), or None with input_grad=False."""
-        columns = self._work["columns"]
         dtype = self.params["weight"].dtype
         grad_wide = self._buffer("grad_wide", (self.out_channels, geometry.n, geometry.out_height,
                                                geometry.row_width), dtype)  # discarded columns stay zero
         np.copyto(grad_wide[..., :geometry.out_width], grad_out.transpose(1, 0, 2, 3))
         grad_rows = grad_wide.reshape(self.out_channels, -1)  # G: (O, N*L)
-        grad_weight = self.grads["weight"].reshape(self.out_channels, -1)
-        groups = self._group_slices()
-        for out_rows, column_rows in groups:
-            np.matmul(grad_rows[out_rows], columns[column_rows].T, out=grad_weight[out_rows])  # G X^T
+        groups, blocks = self._group_slices(), geometry.blocks()
+        partial = self._buffer("partial_weight_grads", (len(blocks), *self.grads["weight"].shape), dtype)
+        partial = partial.reshape(len(blocks), self.out_channels, -1)
+        grad_columns = self._buffer("grad_columns", (geometry.rows, geometry.n * geometry.length),
+                                    dtype) if input_grad else None
+        for index, (first, last) in enumerate(blocks):
+            columns = self._block_columns(geometry, first, last)  # built again: only one block is kept
+            block_grad = grad_rows[:, first * geometry.length:last * geometry.length]
+            for out_rows, column_rows in groups:
+                np.matmul(block_grad[out_rows], columns[column_rows].T, out=partial[index, out_rows])  # G X^T
+        np.sum(partial, axis=0, out=self.grads["weight"].reshape(self.out_channels, -1))
         if "bias" in self.grads:  # a sum of N*Ho*Wo terms (50,176 in LeNet's first layer), accumulated in
             # float64: in float32 it was the worst row of a LeNet-5 run's parity checks (2.1e-6 from the
             # float64 result, torch 5.7e-7); now 6.5e-8 (torch 2.7e-7) on `svt parity`'s first batch
             self.grads["bias"][...] = np.sum(grad_rows, axis=1, dtype=np.float64)  # rounded once (not out=)
         if not input_grad:
             return None
-        grad_columns = self._buffer("grad_columns", columns.shape, dtype)
         for group, (out_rows, column_rows) in enumerate(groups):
             np.matmul(self._weight_rows(group).T, grad_rows[out_rows], out=grad_columns[column_rows])  # W^T G
         grad_flat = col2im(grad_columns, geometry, dtype)

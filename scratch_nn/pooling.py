@@ -201,7 +201,8 @@ class MaxPool2d(Pool2d):
             size * kernel for size, kernel in zip(out.shape[2:], self.kernel_size))
         # windows that tile the input write every element of dL/dx: no zero-filling needed
         grad_padded = full_in_layout(padded.shape, None if tiled else 0, grad_out.dtype, channels_first)
-        hit, taken = np.empty(out.shape, dtype=bool), np.zeros(out.shape, dtype=bool)
+        # the work arrays in out's memory layout: a ufunc over arrays of one layout runs in memory order
+        hit, taken = np.empty_like(out, dtype=bool), np.zeros_like(out, dtype=bool)
         last = self.kernel_size[0] * self.kernel_size[1] - 1
         for (offset, window), (_, grad_window) in zip(self._windows(padded, out.shape[2:]),
                                                       self._windows(grad_padded, out.shape[2:])):

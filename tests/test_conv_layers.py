@@ -118,6 +118,19 @@ def test_conv2d_with_exact_rows_at_stride_1_matches_torch(name, rng, monkeypatch
     assert not scratch._cache.wide
 
 
+@pytest.mark.parametrize("name", ["lenet-first", "lenet-second", "groups-2", "stride-pair"])
+def test_conv2d_built_block_by_block_matches_torch(name, rng, monkeypatch):
+    """Columns for a few samples at a time (here 2 of 5, the last block 1): the same results as torch's."""
+    config = CONFIGS[name]
+    scratch, twin = build(config, np.float64, rng)
+    x = sample_input(config, np.float64, rng, batch=5)
+    scratch.forward(x)
+    per_sample = scratch._cache.rows * scratch._cache.length * 8  # bytes of one sample's columns
+    monkeypatch.setattr(conv, "COLUMN_BLOCK_BYTES", 2 * per_sample + per_sample // 2)
+    check_against_torch(scratch, twin, x, rng, **FLOAT64)
+    assert scratch._cache.blocks() == [(0, 2), (2, 4), (4, 5)]
+
+
 def test_conv2d_has_torch_names_and_shapes(rng):
     scratch = Conv2d(6, 16, (5, 3), groups=2, rng=rng)
     twin = torch.nn.Conv2d(6, 16, (5, 3), groups=2)

@@ -34,6 +34,7 @@ class Plan:
     epoch_images: int  # the epoch timed on both sides
     memory_epochs: int  # the memory run of each side: epochs over the first `memory_images` images
     memory_images: int
+    profile: bool = False  # per row, both sides' per-op profile (benchmark.bench.profile)
 
 
 class WorkerFailed(Exception):
@@ -65,7 +66,7 @@ def measure(plan: Plan, data_root: Path, folder: Path) -> tuple[dict, list[dict]
         "specs": plain_specs, "dtypes": list(plan.dtypes), "batch_sizes": list(plan.batch_sizes),
         "repeats": plan.repeats, "threads": plan.threads, "data_dir": str(data_root),
         "min_block_seconds": plan.min_block_seconds, "ceiling_size": plan.ceiling_size,
-        "epoch_images": plan.epoch_images}, folder, plan.threads)
+        "epoch_images": plan.epoch_images, "profile": plan.profile}, folder, plan.threads)
     memories = []
     for spec, plain in zip(plan.specs, plain_specs):
         for dtype in plan.dtypes:

@@ -15,7 +15,8 @@ torch, scratch, ...) so that a change in machine load hits both. Per spec, dtype
 forward, backward and update seconds per step (median over repeats of a block's mean; a block lasts
 at least `min_block_seconds`), and inference seconds per batch; with each block, one
 product of the large-matmul ceiling (`MatmulCeiling`) in that side's library; per spec and dtype
-one training epoch on real MNIST.
+one training epoch on real MNIST. With `--profile`, per row one more block per side, op by op
+(benchmark.bench.profile).
 
 `memory`: one side, nothing else. After loading the data (and importing the side's library) the
 peak-RSS counter is reset (`/proc/self/clear_refs`), the resident size read as the baseline, and
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.bench.profile import profile_steps
 from benchmark.bench.timing import time_inference, time_steps, train_epoch
 from benchmark.core.clocks import settle  # waits out the other library's spinning threads
 from benchmark.core.environment import cpu_ticks, environment, others_share
@@ -47,6 +49,7 @@ WARMUP_STEPS = 5
 MAX_BLOCK_STEPS = 2000
 BATCHES_PER_SIZE = 8  # distinct real batches a timed block cycles through
 EPOCH_SEGMENTS = 8  # the timed epoch alternates sides segment by segment
+PROFILE_MIN_STEPS = 20  # a profiled block's steps at least (medians per op)
 PHASES = ("forward", "backward", "update", "step", "inference")  # what measure_config reports
 
 
@@ -117,13 +120,15 @@ def real_batches(x: np.ndarray, y: np.ndarray, batch_size: int, count: int, seed
             for i in range(count)]
 
 
-def measure_config(spec, batches: list, repeats: int, min_block_seconds: float, ceiling: MatmulCeiling) -> dict:
+def measure_config(spec, batches: list, repeats: int, min_block_seconds: float, ceiling: MatmulCeiling,
+                   profile: bool = False) -> dict:
     """Training-step phases and inference time of both sides at one batch size (fresh sides), and
     the matmul ceiling in the same seconds.
 
     A side's timed block is `steps` training steps, then `calls` inference calls, then one untimed
     (for the block) sample of its library's ceiling product; the blocks of the two sides alternate.
-    Both counts are calibrated after a warm-up, the same for both sides.
+    Both counts are calibrated after a warm-up, the same for both sides. With `profile`, one more
+    block per side afterwards, op by op (benchmark.bench.profile).
     """
     scratch = ScratchSide(spec)
     sides = [scratch, TorchSide(spec, scratch.model.state_dict(), scheduled=False)]
@@ -157,6 +162,8 @@ def measure_config(spec, batches: list, repeats: int, min_block_seconds: float, 
     # skewed by a slow spell of the shared machine, as the ratio of the two medians can be.
     pairs = seconds["scratch"] / seconds["torch"]
     result["paired_ratio"] = dict(zip(PHASES, np.median(pairs, axis=0).tolist()))
+    if profile:
+        result["profile"] = profile_steps(scratch, sides[1], own, max(steps, PROFILE_MIN_STEPS))
     return result
 
 
@@ -203,7 +210,8 @@ def timing_job(config: dict) -> dict:
             for batch_size in config["batch_sizes"]:
                 progress(f"{spec.name} {dtype} batch {batch_size}: training step and inference")
                 batches = real_batches(spec_x, y, batch_size, BATCHES_PER_SIZE, spec.train.seed)
-                row = measure_config(spec, batches, config["repeats"], config["min_block_seconds"], ceiling)
+                row = measure_config(spec, batches, config["repeats"], config["min_block_seconds"], ceiling,
+                                     config.get("profile", False))
                 result["steps"].append({"spec": spec.name, "dtype": dtype, "batch_size": batch_size, **row})
             progress(f"{spec.name} {dtype}: one epoch per side ({config['epoch_images']:,} images, "
                      f"batch {spec.train.batch_size})")

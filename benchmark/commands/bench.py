@@ -1,7 +1,7 @@
 """`svt bench`: how fast is the scratch MLP next to its torch twin, and how much memory does it take?
 
     svt bench [--spec NAME|FILE | --layers ...] [--dtype float32|float64] [--batch-sizes 1,16,64,256,1024]
-              [--repeats N] [--threads N] [--out DIR] [--data-dir DIR] [--quick]
+              [--repeats N] [--threads N] [--out DIR] [--data-dir DIR] [--quick] [--profile]
 
 Without --spec/--layers it measures both `mnist-mlp` (784-256-128-10) and `wide` (784-1024-1024-10),
 and without --dtype both float32 and float64. What is measured, and how (benchmark.bench.worker):
@@ -14,6 +14,9 @@ and without --dtype both float32 and float64. What is measured, and how (benchma
   library's side; each side's GFLOP/s per step (FLOPs counted as in benchmark.bench.timing) as a
   fraction of it;
 - per spec and dtype, the seconds of one epoch on real MNIST at the spec's batch size;
+- with --profile, per row, where each side's step goes, op by op: scratch's layers by their
+  clocks, torch's top-level ops by torch.profiler, one block per side in the same process
+  (benchmark.bench.profile);
 - per spec, dtype and side, in a fresh process each, the peak resident memory of a short training
   run, the part of it beyond the loaded dataset, and its growth from the first epoch to the last.
 
@@ -89,6 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="output folder (default: reports/bench-<timestamp>); an earlier bench folder "
                             "there is replaced once the new one is complete")
     add_data_dir_argument(group)
+    group.add_argument("--profile", action="store_true",
+                       help="also print, per batch size, each side's step op by op (scratch: its layers' "
+                            "forward and backward; torch: torch.profiler's top-level ops), measured in the "
+                            "bench's own process right after that row's timing")
     group.add_argument("--quick", action="store_true",
                        help="a smoke run in seconds: default spec, float32, batch sizes 1 and 64, small epoch "
                             "and memory runs (figures are indicative only)")
@@ -146,7 +153,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 ceiling_size=512 if quick else 2048,
                 epoch_images=2048 if quick else MNIST_TRAIN_IMAGES,
                 memory_epochs=args.epochs or (2 if quick else 3),
-                memory_images=1024 if quick else 12_000)
+                memory_images=1024 if quick else 12_000, profile=args.profile)
     check_batch_sizes(plan, args)
     check_batch_norm(plan)
     return plan
