@@ -234,3 +234,16 @@ def test_bad_options_are_refused_in_one_line_before_any_work(args, message):
     result = svt("no-such.py", *args)
     assert result.returncode == 2 and re.search(message, result.stderr), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("folder.py", lambda path: path.mkdir(), r"folder.py: is a folder, not a model file; give the path of a \.py"),
+    ("notes.txt", lambda path: path.write_text("TWIN = '10'\n"),
+     r"notes.txt: not a Python file \(it ends in '\.txt'\)"),
+    ("model", lambda path: path.write_text("TWIN = '10'\n"), r"model: not a Python file \(it ends in 'no suffix'\)"),
+])
+def test_a_path_that_is_no_python_file_is_one_line_not_their_traceback(tmp_path, name, make, message):
+    make(tmp_path / name)
+    result = svt(str(tmp_path / name))
+    assert result.returncode == 2 and re.search(message, result.stderr), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
