@@ -126,6 +126,14 @@ def test_softmax_without_the_max_shift_that_asserts_a_finite_loss_is_said_in_wor
                                          "every output score is raised by 1000"), report.findings
 
 
+def test_a_loss_that_is_nan_at_the_weights_themselves_is_not_blamed_on_exp_overflow(tmp_path):
+    text = ("\n_plain = loss_and_grads\n\n\ndef loss_and_grads(x, y):\n    loss, grads = _plain(x, y)\n"
+            "    return float('nan'), grads\n")
+    report = checked(planted(tmp_path, text=text))
+    assert not report.ok and any("your loss differs from the twin's" in finding for finding in report.findings)
+    assert not any("raised by 1000" in finding for finding in report.findings), report.findings
+
+
 @pytest.mark.parametrize("hidden, words", [  # a hidden layer as wide as the right input, and x: another shape
     ([16, 16], "W3's gradient is computed with W2's input (the output of layers.1, relu) instead of its own (the "
                "output of layers.3, relu)"),
