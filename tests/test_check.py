@@ -126,6 +126,14 @@ def test_softmax_without_the_max_shift_that_asserts_a_finite_loss_is_said_in_wor
                                          "every output score is raised by 1000"), report.findings
 
 
+def test_a_loss_that_is_nan_at_the_weights_themselves_is_not_blamed_on_exp_overflow(tmp_path):
+    text = ("\n_plain = loss_and_grads\n\n\ndef loss_and_grads(x, y):\n    loss, grads = _plain(x, y)\n"
+            "    return float('nan'), grads\n")
+    report = checked(planted(tmp_path, text=text))
+    assert not report.ok and any("your loss differs from the twin's" in finding for finding in report.findings)
+    assert not any("raised by 1000" in finding for finding in report.findings), report.findings
+
+
 @pytest.mark.parametrize("hidden, words", [  # a hidden layer as wide as the right input, and x: another shape
     ([16, 16], "W3's gradient is computed with W2's input (the output of layers.1, relu) instead of its own (the "
                "output of layers.3, relu)"),
@@ -234,3 +242,16 @@ def test_bad_options_are_refused_in_one_line_before_any_work(args, message):
     result = svt("no-such.py", *args)
     assert result.returncode == 2 and re.search(message, result.stderr), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("folder.py", lambda path: path.mkdir(), r"folder.py: is a folder, not a model file; give the path of a \.py"),
+    ("notes.txt", lambda path: path.write_text("TWIN = '10'\n"),
+     r"notes.txt: not a Python file \(it ends in '\.txt'\)"),
+    ("model", lambda path: path.write_text("TWIN = '10'\n"), r"model: not a Python file \(it ends in 'no suffix'\)"),
+])
+def test_a_path_that_is_no_python_file_is_one_line_not_their_traceback(tmp_path, name, make, message):
+    make(tmp_path / name)
+    result = svt(str(tmp_path / name))
+    assert result.returncode == 2 and re.search(message, result.stderr), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -214,3 +215,24 @@ def test_a_batch_gives_each_learners_process_its_share_of_the_blas_threads(tmp_p
         assert model.declared["TWIN"] == "threads 7"
     row = check_file(make_job(str(path), CheckOptions(batch=16), timeout=60, threads=1))
     assert row["status"] == "ok", row
+
+
+def test_ctrl_c_during_their_code_is_one_line_and_leaves_no_process(tmp_path):
+    marker = tmp_path / "inside"
+    waits = (f"\nimport time\n\n\ndef loss_and_grads(x, y):\n    open({str(marker)!r}, 'w').close()\n"
+             "    time.sleep(600)\n")
+    process = subprocess.Popen([sys.executable, "-m", "benchmark", "check", str(planted(tmp_path, text=waits))],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, **ONE_THREAD})
+    for _ in range(600):  # their loss_and_grads is running once the marker exists
+        if marker.exists() or process.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert marker.exists(), process.communicate(timeout=5)
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group, their process too
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and stderr.strip().splitlines()[-1] == "svt check: interrupted", stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
+    assert left == [], f"processes left running: {left}"

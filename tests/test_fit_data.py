@@ -65,6 +65,16 @@ def test_a_csv_file_with_or_without_header_gives_the_same_points(tmp_path):
     assert (points.low, points.high, points.x.dtype, points.target) == (0.0, 2.0, np.float32, None)
 
 
+def test_a_csv_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Spreadsheet programs often write UTF-8 with a BOM (EF BB BF) before the first cell."""
+    for text in ("0,1\n2,5\n", "x,y\n0,1\n2,5\n"):
+        path = tmp_path / "excel.csv"
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        x, y = read_csv_points(str(path))
+        np.testing.assert_array_equal(x, [0.0, 2.0])
+        np.testing.assert_array_equal(y, [1.0, 5.0])
+
+
 @pytest.mark.parametrize("text, message", [
     ("x,y\n0,1\n1,abc\n", r"line 3: 'abc' is not a finite number"),
     ("0,1\nx,y\n", r"line 2: 'x' is not a finite number"),  # a header only before the first point

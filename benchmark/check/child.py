@@ -182,7 +182,10 @@ def main() -> None:
     sys.stdout = sys.stderr
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # their input() meets the end of a file, not svt's requests
     sys.stdin = open(os.devnull, encoding="utf-8")
-    serve(sys.argv[1], requests, answers)
+    try:
+        serve(sys.argv[1], requests, answers)
+    except KeyboardInterrupt:  # a terminal's Ctrl-C reaches this process too: svt says "interrupted", once
+        sys.exit(130)
 
 
 if __name__ == "__main__":

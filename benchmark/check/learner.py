@@ -57,9 +57,7 @@ class LearnerProcess:
         """`threads`: the BLAS threads of their process (OPENBLAS/OMP/MKL_NUM_THREADS), None: as svt's;
         `quiet`: what their code prints is dropped (a batch), else it goes to svt's standard error."""
         self.path, self.name, self.timeout = str(path), Path(path).name, timeout
-        if not Path(path).is_file():
-            raise UserError(f"{path}: no such model file; give the path of a .py file that defines TWIN, "
-                            "parameters() and loss_and_grads(x, y)")
+        refuse_unusable_path(Path(path))
         source_root = str(Path(__file__).resolve().parents[2])  # benchmark/ found even without `pip install -e`
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
         if threads is not None:
@@ -141,6 +139,19 @@ class LearnerProcess:
         for connection in (self.requests, self.answers):
             connection.close()
         return self.process.returncode
+
+
+MODEL_FILE = "give the path of a .py file that defines TWIN, parameters() and loss_and_grads(x, y)"
+
+
+def refuse_unusable_path(path: Path) -> None:
+    """One line for a path that cannot be a model file (missing, a folder, not .py), before any process."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a model file; {MODEL_FILE}")
+    if not path.is_file():
+        raise UserError(f"{path}: no such model file; {MODEL_FILE}")
+    if path.suffix != ".py":
+        raise UserError(f"{path}: not a Python file (it ends in {path.suffix or 'no suffix'!r}); {MODEL_FILE}")
 
 
 def describe_exit(code: int | None) -> str:

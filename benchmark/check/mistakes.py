@@ -77,12 +77,13 @@ def feeds(layer: str, model_spec) -> str:
 
 
 def overflow_words(model, rows, declaration, x: np.ndarray, y: np.ndarray, loss: float) -> str | None:
-    """Their loss with the last layer's bias raised by SHIFT (module docstring), under cross_entropy."""
+    """Their loss with the last layer's bias raised by SHIFT (module docstring), under cross_entropy, when
+    their loss `loss` at the weights themselves is finite."""
     index = {row.theirs: int(row.layer.rpartition(".")[2]) for row in rows}
     last_layer = max(index.values())
     last = next((row for row in rows if index[row.theirs] == last_layer and len(row.twin_shape) == 1), None)
-    if declaration.loss != "cross_entropy" or last is None:
-        return None
+    if declaration.loss != "cross_entropy" or last is None or not np.isfinite(loss):
+        return None  # a loss not finite at the weights themselves is the loss finding's, not overflow's
     from benchmark.check.learner import TheirError
 
     bias = model.parameters()[last.theirs]

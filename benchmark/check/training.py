@@ -31,6 +31,7 @@ from benchmark.check.twin import twin_loss
 from benchmark.parity.report import ParityReport
 from benchmark.sides.learner import LearnerSide
 from benchmark.sides.torch import TorchSide
+from scratch_nn.losses import log_softmax, softmax
 from scratch_nn.spec import Spec, TrainSpec, validate
 
 DEFAULTS = {"lr": 0.1, "batch_size": 64, "epochs": 5, "seed": 0}  # `svt run --model`'s training, plain SGD
@@ -80,8 +81,7 @@ def output_loss(declaration, outputs: np.ndarray, y: np.ndarray) -> float:
         if is_probabilities(outputs):
             per_example = -np.log(np.maximum(outputs[rows, y], np.finfo(np.float64).tiny))
         else:
-            shifted = outputs - outputs.max(axis=1, keepdims=True)  # log-sum-exp, stable
-            per_example = np.log(np.exp(shifted).sum(axis=1)) - shifted[rows, y]
+            per_example = -log_softmax(outputs)[rows, y]  # the stable log-sum-exp of scratch_nn
     else:
         one_hot = np.eye(outputs.shape[1])[y]
         if declaration.loss == "squared_error":
@@ -102,5 +102,4 @@ def probabilities(declaration, outputs: np.ndarray) -> np.ndarray:
     if declaration.loss != "cross_entropy" and np.all(outputs >= 0):
         totals = outputs.sum(axis=1, keepdims=True)
         return np.divide(outputs, totals, out=np.full_like(outputs, 0.1), where=totals > 0)
-    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    return softmax(outputs)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.core.errors import UserError
+from scratch_nn.losses import softmax
 from scratch_nn.spec import SpecError, builtin_spec_names, load_spec, with_overrides
 
 LOSSES = ("cross_entropy", "squared_error", "binary_cross_entropy")
@@ -132,6 +133,4 @@ def output_probabilities(declaration: Declaration, output: np.ndarray) -> np.nda
     under cross_entropy (computed stably: exp(z - max z) / sum)."""
     if declaration.loss != "cross_entropy":
         return output
-    shifted = output - output.max(axis=1, keepdims=True)
-    exps = np.exp(shifted)
-    return exps / exps.sum(axis=1, keepdims=True)
+    return softmax(output)

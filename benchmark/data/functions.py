@@ -78,7 +78,7 @@ def read_csv_points(path: str) -> tuple[np.ndarray, np.ndarray]:
     """x and y (float64) of a CSV file of `x,y` lines; a header line is allowed first. A bad line is
     refused with its number and what was wrong."""
     try:
-        with open(path, newline="", encoding="utf-8") as file:
+        with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: a BOM (spreadsheets) is not a cell
             rows = list(csv.reader(file))
     except FileNotFoundError:
         raise UserError(f"--target {path!r}: no such file; give a CSV file of x,y lines or one of the built-in "
