@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,3 +237,38 @@ def test_ctrl_c_during_their_code_is_one_line_and_leaves_no_process(tmp_path):
     time.sleep(1)
     left = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
     assert left == [], f"processes left running: {left}"
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` still runs (an ended one waiting to be reaped, a zombie, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_learners_process_ends_when_svt_is_killed(tmp_path):
+    """svt killed outright (SIGKILL: no Ctrl-C, no clean-up) while the learner's code runs: their process
+    notices that svt is gone and ends within seconds, rather than sleeping on for the 600 s of HANG."""
+    from test_study import processes_with
+
+    hangs = planted(tmp_path, "hangs_orphaned.py", text=HANG)
+    svt = subprocess.Popen([sys.executable, "-m", "benchmark", "check", str(hangs), "--timeout", "300"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **ONE_THREAD})
+    try:
+        deadline = time.monotonic() + 120
+        while not processes_with(str(hangs), parent=svt.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        children = processes_with(str(hangs), parent=svt.pid)
+        assert children, "the learner's process never started"
+        time.sleep(3)  # into loss_and_grads's sleep
+    finally:
+        svt.kill()
+        svt.wait()
+    deadline = time.monotonic() + 20
+    while any(running(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in children if running(pid)]
+    for pid in left:  # clean up before failing, so that no sleeper outlives the test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"the learner's process {left} outlived svt by 20 s"

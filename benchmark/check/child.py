@@ -16,6 +16,8 @@ import difflib
 import importlib.util
 import os
 import sys
+import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 
@@ -176,7 +178,20 @@ def serve(path: str, requests: Connection, answers: Connection) -> None:
             return
 
 
+def exit_when_svt_is_gone(parent: int) -> None:
+    """End this process as soon as svt's process (its parent) is gone, killed rather than interrupted:
+    the learner's code must not run on, orphaned, in an endless loop. A daemon thread polls the parent's
+    pid twice a second (an orphan's parent becomes another process)."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="svt-parent-watch", daemon=True).start()
+
+
 def main() -> None:
+    exit_when_svt_is_gone(os.getppid())
     answers, requests = Connection(os.dup(1), readable=False), Connection(os.dup(0), writable=False)
     os.dup2(2, 1)  # their prints (Python's and C's) go to standard error
     sys.stdout = sys.stderr
@@ -186,6 +201,8 @@ def main() -> None:
         serve(sys.argv[1], requests, answers)
     except KeyboardInterrupt:  # a terminal's Ctrl-C reaches this process too: svt says "interrupted", once
         sys.exit(130)
+    except BrokenPipeError:  # svt is gone while an answer was being sent: nobody is left to tell
+        os._exit(1)
 
 
 if __name__ == "__main__":
