@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from benchmark.check.learner import LearnerProcess
 from benchmark.core.errors import UserError
 
 CSV_FIELDS = ("file", "status", "exit", "verdict", "finding", "seconds")
@@ -91,13 +92,18 @@ def check_files(paths: list[str], options, timeout: float, jobs: int, backend: s
                 on_row(row)
     else:
         pool = ThreadPoolExecutor(max_workers=jobs)
+        LearnerProcess.interrupted.clear()
         try:
             for future in as_completed([pool.submit(check_file, job) for job in job_list]):
                 row = future.result()
                 rows[row["file"]] = row
                 if on_row:
                     on_row(row)
-        finally:  # Ctrl-C: the files not started are not started (the running ones' processes got SIGINT too)
+        except KeyboardInterrupt:  # the running files' processes end now, also one started after the SIGINT
+            pool.shutdown(wait=False, cancel_futures=True)
+            LearnerProcess.kill_all()
+            raise
+        finally:  # the files not started are not started
             pool.shutdown(wait=True, cancel_futures=True)
     return [rows[str(path)] for path in paths]
 

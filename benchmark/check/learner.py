@@ -28,6 +28,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import weakref
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -52,6 +54,12 @@ class TheirError(UserError):
 class LearnerProcess:
     """The model file imported in a child process; each method is one request on the pipe."""
 
+    # Every child not yet closed, so that a batch's Ctrl-C can end them all (`kill_all`): a child started
+    # a moment after the terminal's SIGINT reached the process group never got it, and would run on.
+    # After `kill_all`, a child that a worker thread starts late is killed as soon as it is registered.
+    alive: weakref.WeakSet = weakref.WeakSet()
+    interrupted = threading.Event()
+
     def __init__(self, path: str | Path, timeout: float = 60.0, threads: int | None = None,
                  quiet: bool = False) -> None:
         """`threads`: the BLAS threads of their process (OPENBLAS/OMP/MKL_NUM_THREADS), None: as svt's;
@@ -69,6 +77,9 @@ class LearnerProcess:
         self.answers = Connection(os.dup(self.process.stdout.fileno()), writable=False)
         self.process.stdin.close()
         self.process.stdout.close()
+        LearnerProcess.alive.add(self)
+        if LearnerProcess.interrupted.is_set():
+            self.process.kill()
         try:
             self.declared = self._answer("loading the file")
         except BaseException:
@@ -80,6 +91,15 @@ class LearnerProcess:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @classmethod
+    def kill_all(cls) -> None:
+        """Kill every learner process still running, and any started from now on until `interrupted` is
+        cleared (a batch interrupted: none of their rows will come)."""
+        cls.interrupted.set()
+        for learner in list(cls.alive):
+            if learner.process.poll() is None:
+                learner.process.kill()
 
     def _answer(self, what: str):
         """The child's answer to the request in flight, or the error it stands for."""
