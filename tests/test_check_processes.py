@@ -29,6 +29,12 @@ numpy.linalg.norm = lambda *args, **kwargs: 1.0
 """
 
 
+def default_sigint() -> None:
+    """In the `svt` child, SIGINT at its default, as a terminal's Ctrl-C finds it: a shell's background job
+    (pytest started with `&`) ignores SIGINT, and a process keeps an ignored SIGINT ignored (test_run.py)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def same(a, b) -> bool:
     return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
@@ -87,7 +93,7 @@ def test_ctrl_c_keeps_the_rows_finished_and_writes_the_csv_whole(classroom, tmp_
     # in its own process group, which a terminal's Ctrl-C reaches whole
     process = subprocess.Popen([sys.executable, "-m", "benchmark", "check", *files, "--jobs", "1", "--batch", "32",
                                 "--csv", str(table)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env={**os.environ, **ONE_THREAD})
+                               start_new_session=True, env={**os.environ, **ONE_THREAD}, preexec_fn=default_sigint)
     first_rows = [process.stdout.readline(), process.stdout.readline()]
     assert first_rows[1].startswith(classroom[0]), first_rows  # the right file's row: the hanging one runs now
     os.killpg(process.pid, signal.SIGINT)
@@ -224,7 +230,7 @@ def test_ctrl_c_during_their_code_is_one_line_and_leaves_no_process(tmp_path):
              "    time.sleep(600)\n")
     process = subprocess.Popen([sys.executable, "-m", "benchmark", "check", str(planted(tmp_path, text=waits))],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               env={**os.environ, **ONE_THREAD})
+                               env={**os.environ, **ONE_THREAD}, preexec_fn=default_sigint)
     for _ in range(600):  # their loss_and_grads is running once the marker exists
         if marker.exists() or process.poll() is not None:
             break
