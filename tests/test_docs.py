@@ -173,16 +173,7 @@ INLINE_CODE = re.compile(r"`[^`\n]*`")
 
 def prose_of(page: Path) -> list[tuple[int, str]]:
     """(line number, text) of the page outside fenced blocks, inline code removed."""
-    lines, inside, prose = page.read_text(encoding="utf-8").splitlines(), None, []
-    for number, text in enumerate(lines, 1):
-        match = FENCE.match(text)
-        if match and inside is None:
-            inside = match.group(1)
-        elif match and text.startswith(inside):
-            inside = None
-        elif inside is None:
-            prose.append((number, INLINE_CODE.sub("", text)))
-    return prose
+    return [(number, INLINE_CODE.sub("", text)) for number, text in prose_of_with_code(page)]
 
 
 def heading_ids(page: Path) -> set[str]:
