@@ -3,6 +3,7 @@ and `make test-no-browser` runs every test but the page tests, which are the one
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,7 +26,11 @@ def test_the_browser_step_says_what_it_installs_and_why_before_touching_the_syst
 
 
 def test_test_no_browser_runs_pytest_without_the_browser_marker():
-    result = subprocess.run([MAKE, "-n", "test-no-browser"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # Under `make test` (CI, the README) the outer make's MAKELEVEL/MAKEFLAGS are inherited, and a nested
+    # make prints "Entering/Leaving directory" lines: run this make as a top-level one.
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    result = subprocess.run([MAKE, "--no-print-directory", "-n", "test-no-browser"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
     assert result.stdout.splitlines()[-1] == '.venv/bin/python -m pytest -q -m "not browser"'
     assert "browser" not in result.stdout.replace('"not browser"', ""), "test-no-browser must not install chromium"
 
