@@ -97,9 +97,8 @@ class Geometry:
         return [(first, min(first + self.block, self.n)) for first in range(0, self.n, self.block)]
 
     def images(self, flat: np.ndarray) -> np.ndarray:
-        """The padded images (C, N, Hp, Wp) inside a (C, N, plane) array."""
-        return flat[:, :, :self.padded_h * self.padded_w].reshape(flat.shape[0], self.n, self.padded_h,
-                                                                  self.padded_w)
+        """The padded images (C, n, Hp, Wp) inside a (C, n, plane) array."""
+        return flat[:, :, :self.padded_h * self.padded_w].reshape(*flat.shape[:2], self.padded_h, self.padded_w)
 
     def interior(self, flat: np.ndarray) -> np.ndarray:
         """The unpadded input (C, N, H, W) inside a (C, N, plane) array."""
@@ -128,11 +127,6 @@ class Geometry:
         return self.images(flat)[:, :, top:top + self.stride_h * (self.out_height - 1) + 1:self.stride_h,
                                  left:left + self.stride_w * (self.out_width - 1) + 1:self.stride_w]
 
-    def column_block(self, columns: np.ndarray, i: int, j: int) -> np.ndarray:
-        """The rows of the columns (C*kH*kW, N*L) for weight (i, j), shaped as window()."""
-        rows = columns.reshape(self.channels, self.kernel_h, self.kernel_w, self.n, self.length)[:, i, j]
-        return rows if self.wide else rows.reshape(self.channels, self.n, self.out_height, self.out_width)
-
     def offsets(self):
         return ((i, j) for i in range(self.kernel_h) for j in range(self.kernel_w))
 
@@ -143,13 +137,14 @@ def im2col(x_flat: np.ndarray, geometry: Geometry, columns: np.ndarray) -> None:
     np.copyto(columns.reshape(windows.shape), windows)
 
 
-def col2im(columns: np.ndarray, geometry: Geometry, dtype) -> np.ndarray:
-    """The padded-input gradient (C, N, plane): every column entry added onto the element it came from."""
-    grad_flat = np.zeros((geometry.channels, geometry.n, geometry.plane), dtype=dtype)
+def col2im(columns: np.ndarray, geometry: Geometry, grad_flat: np.ndarray) -> None:
+    """Add every column entry of n samples (C*kH*kW, n*L) onto the element of the padded-input
+    gradient (C, n, plane) it was copied from."""
+    n = grad_flat.shape[1]
+    rows = columns.reshape(geometry.channels, geometry.kernel_h, geometry.kernel_w, n, geometry.length)
     for i, j in geometry.offsets():
         window = geometry.window(grad_flat, i, j)
-        window += geometry.column_block(columns, i, j)  # windows overlap: added one offset after another
-    return grad_flat
+        window += rows[:, i, j].reshape(window.shape)  # windows overlap: added one offset after another
 
 
 class Conv2d(Layer):
@@ -248,13 +243,16 @@ class Conv2d(Layer):
         groups, blocks = self._group_slices(), geometry.blocks()
         partial = self._buffer("partial_weight_grads", (len(blocks), *self.grads["weight"].shape), dtype)
         partial = partial.reshape(len(blocks), self.out_channels, -1)
-        grad_columns = self._buffer("grad_columns", (geometry.rows, geometry.n * geometry.length),
-                                    dtype) if input_grad else None
+        grad_flat = np.zeros((geometry.channels, geometry.n, geometry.plane), dtype=dtype) if input_grad else None
         for index, (first, last) in enumerate(blocks):
             columns = self._block_columns(geometry, first, last)  # built again: only one block is kept
             block_grad = grad_rows[:, first * geometry.length:last * geometry.length]
             for out_rows, column_rows in groups:
                 np.matmul(block_grad[out_rows], columns[column_rows].T, out=partial[index, out_rows])  # G X^T
+            if input_grad:  # W^T G into the block's column array (X is done with), then col2im
+                for group, (out_rows, column_rows) in enumerate(groups):
+                    np.matmul(self._weight_rows(group).T, block_grad[out_rows], out=columns[column_rows])
+                col2im(columns, geometry, grad_flat[:, first:last])
         np.sum(partial, axis=0, out=self.grads["weight"].reshape(self.out_channels, -1))
         if "bias" in self.grads:  # a sum of N*Ho*Wo terms (50,176 in LeNet's first layer), accumulated in
             # float64: in float32 it was the worst row of a LeNet-5 run's parity checks (2.1e-6 from the
@@ -262,9 +260,6 @@ class Conv2d(Layer):
             self.grads["bias"][...] = np.sum(grad_rows, axis=1, dtype=np.float64)  # rounded once (not out=)
         if not input_grad:
             return None
-        for group, (out_rows, column_rows) in enumerate(groups):
-            np.matmul(self._weight_rows(group).T, grad_rows[out_rows], out=grad_columns[column_rows])  # W^T G
-        grad_flat = col2im(grad_columns, geometry, dtype)
         return geometry.interior(grad_flat).transpose(1, 0, 2, 3)  # (N, C, H, W), channel-major memory
 
     def __repr__(self) -> str:

@@ -52,3 +52,23 @@ def test_profile_sums_its_ops_and_prints_both_sides_side_by_side(profile):
     assert lines[0].startswith("profile at batch 4: ms per step, medians of 3 steps per side")
     assert lines[1].split()[:4] == ["scratch", "(sum", "of", "ops)"] and "torch (sum of ops)" in lines[1]
     assert any("layers.0 Conv2d forward" in line for line in lines)
+
+
+def test_a_block_is_one_op_of_the_scratch_profile():
+    """A residual block runs its own layers: the profile times it as one op (walking its layers one
+    after another as if they were the model's would feed a layer the wrong input)."""
+    spec = spec_from_dict({"name": "small-resnet", "model": {"input_shape": [1, 28, 28], "layers": [
+        {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1},
+        {"type": "residual", "layers": [{"type": "conv2d", "out_channels": 8, "kernel_size": 3, "stride": 2,
+                                         "padding": 1}, {"type": "relu"}],
+         "shortcut": [{"type": "conv2d", "out_channels": 8, "kernel_size": 1, "stride": 2}]},
+        {"type": "flatten"}, {"type": "linear", "out_features": 10}]},
+        "train": {"optimizer": "sgd", "lr": 0.01, "batch_size": 2}}, where="test")
+    rng = np.random.default_rng(3)
+    batches = [(rng.standard_normal((2, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 2))]
+    scratch = ScratchSide(spec)
+    torch_side = TorchSide(spec, scratch.model.state_dict(), scheduled=False)
+    result = profile_steps(scratch, torch_side, {"scratch": batches, "torch": [torch_side.batch(*batches[0])]}, 2)
+    forward = [name for name, _ in result["scratch"]["ops"] if name.endswith("forward")]
+    assert forward == ["layers.0 Conv2d forward", "layers.1 Residual forward", "layers.2 Flatten forward",
+                       "layers.3 Linear forward"]

@@ -9,7 +9,8 @@ timed with, after its interleaved blocks (so the same threads, data and warm cac
 
 - scratch: the step written out layer by layer (what `Sequential.forward`/`backward` do), with a
   clock read after each layer's forward, the loss, each layer's backward and the update; an op is
-  named by its layer (`layers.0 Conv2d forward`). The clocks cost a few hundred nanoseconds per op.
+  named by its layer (`layers.0 Conv2d forward`; a residual or concat block is one op, its layers
+  inside it). The clocks cost a few hundred nanoseconds per op.
 - torch: `torch.profiler` (CPU activity) around the same number of steps, each step inside a
   `record_function`; the ops are the step's top-level events (`aten::conv2d`, `aten::relu`, the
   autograd engine's `ConvolutionBackward0`, `Optimizer.step#SGD.step`, ...), the n-th of a name in a
@@ -33,7 +34,7 @@ STEP_EVENT = "svt bench step"  # the record_function around each profiled torch 
 def scratch_profile(side, batches: list, steps: int) -> dict:
     """Per-op milliseconds per step (medians over `steps` steps) of the scratch side's training step."""
     model, loss_fn = side.model, side.loss_fn
-    layers = model.named_layers()
+    layers = [(f"layers.{index}", layer) for index, layer in enumerate(model.layers)]  # a block is one op
     samples: dict[str, list[float]] = {}
 
     def lap(name: str, started: float) -> float:
