@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from scratch_nn.layer import Layer
+from scratch_nn.pooling import channel_major, full_in_layout
 
 
 def window_bounds(size: int, out_size: int) -> list[tuple[int, int]]:
@@ -31,19 +32,22 @@ class AdaptiveAvgPool2d(Layer):
 
     def _forward(self, x):
         if self.output_size == (1, 1):
-            return x.mean(axis=(2, 3), keepdims=True), x.shape  # (N, C, 1, 1)
+            return x.mean(axis=(2, 3), keepdims=True), (x.shape, channel_major(x))  # (N, C, 1, 1)
         rows, columns = (window_bounds(x.shape[2 + axis], self.output_size[axis]) for axis in range(2))
         out = np.empty((*x.shape[:2], *self.output_size), dtype=x.dtype)
         for i, (top, bottom) in enumerate(rows):
             for j, (left, right) in enumerate(columns):
                 out[:, :, i, j] = x[:, :, top:bottom, left:right].sum(axis=(2, 3)) / (bottom - top) / (right - left)
-        return out, x.shape
+        return out, (x.shape, channel_major(x))
 
-    def _backward(self, grad_out, x_shape, input_grad):
+    def _backward(self, grad_out, cache, input_grad):
         if not input_grad:
             return None
+        x_shape, channels_first = cache
         if self.output_size == (1, 1):  # torch's mean backward: dL/dy / (H W), broadcast over the plane
-            return np.broadcast_to(grad_out / (x_shape[2] * x_shape[3]), x_shape).copy()
+            grad_in = full_in_layout(x_shape, None, grad_out.dtype, channels_first)  # x's memory layout
+            grad_in[...] = grad_out / (x_shape[2] * x_shape[3])
+            return grad_in
         grad_in = np.zeros(x_shape, dtype=grad_out.dtype)
         rows, columns = (window_bounds(x_shape[2 + axis], self.output_size[axis]) for axis in range(2))
         for i, (top, bottom) in enumerate(rows):

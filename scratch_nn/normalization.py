@@ -10,8 +10,9 @@ batch_norm_backward) do the work and their derivation holds unchanged, with N*H*
     x_hat = (x - mean) / sqrt(var + eps),  y = gamma * x_hat + beta           (var biased: / N*H*W)
     dL/dx = gamma / sqrt(var + eps) * (g - mean(g) - x_hat * mean(g * x_hat))  (means over N, H, W)
 
-The (N*H*W, C) view costs no copy when the input is (C, N, H, W) in memory, as Conv2d's output is;
-an (N, C, H, W)-contiguous input is copied once into that shape.
+The (N*H*W, C) view costs no copy when the input is compact (C, N, H, W) in memory; otherwise the
+input is copied once into that layout (Conv2d's output, channel-major with cut rows, included), and
+the output keeps it: elementwise operations between arrays of one layout run in memory order.
 """
 from __future__ import annotations
 
@@ -27,8 +28,13 @@ from scratch_nn.layers import (
 
 
 def pixels_by_channel(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> (N*H*W, C): one row per pixel; a view when x is channel-major in memory."""
-    return x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+    """(N, C, H, W) -> (N*H*W, C): one row per pixel, channel-major in memory (C, N*H*W).
+
+    A view when x is already channel-major and compact, as a Conv2d's output of stride 1 is not (its
+    rows are cut from wider ones): then one copy into channel-major memory, not into (N, H, W, C)
+    order, so that this layer's output, and the layers after it, stay channel-major like the conv's.
+    """
+    return x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1).T
 
 
 def images_from_pixels(rows: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
