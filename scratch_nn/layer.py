@@ -69,7 +69,18 @@ class Flatten(Layer):
     def _forward(self, x):
         start, end = self.start_dim % x.ndim, self.end_dim % x.ndim
         shape = x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:]
-        return x.reshape(shape), x.shape
+        # a conv's (N, C, H, W) output is (C, N, H, W) in memory: its gradient is given back in that
+        # layout, one small copy that keeps the pooling and conv backward below in one layout
+        channels_first = x.ndim == 4 and x.strides[1] > x.strides[0]
+        return x.reshape(shape), (x.shape, channels_first)
 
-    def _backward(self, grad_out, input_shape, input_grad):
-        return grad_out.reshape(input_shape) if input_grad else None
+    def _backward(self, grad_out, cache, input_grad):
+        if not input_grad:
+            return None
+        input_shape, channels_first = cache
+        if not channels_first:
+            return grad_out.reshape(input_shape)
+        grad_in = np.empty((input_shape[1], input_shape[0], *input_shape[2:]), dtype=grad_out.dtype)
+        grad_in = grad_in.transpose(1, 0, 2, 3)  # (N, C, H, W), channel-major in memory
+        grad_in[...] = grad_out.reshape(input_shape)
+        return grad_in
