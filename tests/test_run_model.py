@@ -100,6 +100,18 @@ def test_a_model_without_forward_is_refused(tmp_path):
     assert "Traceback" not in result.stderr and not list(tmp_path.glob("*/"))
 
 
+def test_a_model_that_raises_leaves_no_output_folder_behind(tmp_path):
+    """--out is checked before any work but created only with the report: a run that fails on the
+    learner's code leaves neither a report nor an empty folder."""
+    source = (EXAMPLES / "params_dict" / "correct.py").read_text()
+    model = tmp_path / "raises.py"
+    model.write_text(source.replace("def loss_and_grads(x, y):", "def loss_and_grads(x, y):\n    raise ValueError('boom')"))
+    out = tmp_path / "reports" / "mine"
+    result = svt_run("--model", str(model), *SLICE, "--out", str(out))
+    assert result.returncode == 2 and "raised ValueError: boom" in result.stderr, result.stderr
+    assert not (tmp_path / "reports").exists()
+
+
 @pytest.mark.parametrize("flags, named", [(["--layers", "30:relu,10"], "--layers"), (["--dtype", "float32"], "--dtype"),
                                           (["--optimizer", "adam"], "--optimizer adam")])
 def test_options_of_the_scratch_model_are_refused(flags, named, tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -43,12 +44,14 @@ def check_output_file(path: str, flag: str) -> None:
 
 
 def check_output_folder(path: str, flag: str) -> None:
-    """Create `path` if needed and check that files can be written in it, before any work."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"{flag} {path!r} cannot be created: {error.strerror}") from None
-    _probe(path, f"{flag} {path!r}: no file can be written there")
+    """Check, before any work, that the folder `path` can be created, or written in if it exists.
+    It is not created here but when the output is written, so a run that fails leaves nothing behind."""
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:  # the nearest folder that exists
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path!r} cannot be created: {str(existing)!r} is a file, not a folder")
+    _probe(str(existing), f"{flag} {path!r} cannot be created: no file can be written in {str(existing)!r}")
 
 
 def _probe(folder: str, message: str) -> None:
