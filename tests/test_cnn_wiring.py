@@ -154,6 +154,45 @@ def test_a_kink_inside_the_central_step_but_outside_the_one_sided_one_is_explain
                                   "backward matches the smaller step")
 
 
+def one_weight_row(bend: float, analytic_error: float = 0.0):
+    """f(w) = 2.3 + 0.01 w + bend * relu(w - w0 - 5e-7) at w0 = 0.5: a kink inside the central step
+    (1e-6) but not the one-sided one (1e-7), bending the slope by `bend`; the referee's fd row of w,
+    judged and then explained (or not) by explain_kinks_of_the_loss."""
+    from types import SimpleNamespace
+
+    from benchmark.parity.compare import FD_TOLERANCE, compare_all
+    from benchmark.parity.referee import FD_STEP, explain_kinks_of_the_loss, fd_noise
+
+    weight = np.array([0.5])
+
+    def loss() -> float:
+        return 2.3 + 0.01 * weight[0] + bend * max(0.0, weight[0] - 0.5 - 5e-7)
+
+    weight[0] = 0.5 + FD_STEP
+    above = loss()
+    weight[0] = 0.5 - FD_STEP
+    central = (above - loss()) / (2 * FD_STEP)
+    weight[0] = 0.5
+    rows = compare_all([("fd/p.weight.grad", "Linear", "grad", np.array([0.01 + analytic_error]), np.array([central]))],
+                       FD_TOLERANCE, "float64", "numerical", atol=fd_noise(2.3))
+    model = SimpleNamespace(named_parameters=lambda: [("p.weight", weight)])
+    explain_kinks_of_the_loss(rows, model, loss, 12, 0, fd_noise(2.3))
+    return rows[0]
+
+
+def test_a_kink_that_bends_the_loss_a_little_is_explained_but_a_small_error_is_not():
+    """The central difference off the one-sided slopes by 1.2e-7 (a resnet-mini conv weight had 1.9e-7,
+    seed 0): more than the noise of the slopes' mean (a central difference of step 1e-7), less than
+    twice the one-sided slack, once the threshold. The same 1.2e-7 as an error of the backward, without
+    a kink, still breaks."""
+    kink = one_weight_row(bend=4 * 1.2e-7)
+    assert kink.rel_error > 1e-6 and kink.ok  # off the central difference, and explained
+    assert kink.explained.endswith("; at 1 a kink lies within the central step 1e-06 but not within 1e-07, and "
+                                   "the backward matches the smaller step")
+    error = one_weight_row(bend=0.0, analytic_error=1.2e-7)
+    assert not error.ok and not error.explained
+
+
 @pytest.mark.parametrize("error", [5e-5, 2e-4])
 def test_a_small_wrong_bias_gradient_in_a_model_without_kinks_still_breaks(error):
     """conv -> tanh -> linear has no kink, and small output weights make the conv gradients small
