@@ -181,10 +181,9 @@ def one_weight_row(bend: float, analytic_error: float = 0.0):
 
 
 def test_a_kink_that_bends_the_loss_a_little_is_explained_but_a_small_error_is_not():
-    """The central difference off the one-sided slopes by 1.2e-7 (a resnet-mini conv weight had 1.9e-7,
-    seed 0): more than the noise of the slopes' mean (a central difference of step 1e-7), less than
-    twice the one-sided slack, once the threshold. The same 1.2e-7 as an error of the backward, without
-    a kink, still breaks."""
+    """The central difference of step 1e-6 off by 1.2e-7 (a resnet-mini conv weight had 1.9e-7, seed 0),
+    less than twice the one-sided slopes' slack, which was once the threshold; the backward matches the
+    difference of step 1e-7. The same 1.2e-7 as an error of the backward, without a kink, still breaks."""
     kink = one_weight_row(bend=4 * 1.2e-7)
     assert kink.rel_error > 1e-6 and kink.ok  # off the central difference, and explained
     assert kink.explained.endswith("; at 1 a kink lies within the central step 1e-06 but not within 1e-07, and "
