@@ -11,8 +11,7 @@ import math
 
 import numpy as np
 
-from scratch_nn.layer import Layer
-from scratch_nn.pooling import channel_major, full_in_layout
+from scratch_nn.layer import Layer, channel_major, full_in_layout
 
 
 def window_bounds(size: int, out_size: int) -> list[tuple[int, int]]:

@@ -12,10 +12,29 @@ A subclass writes `_forward(x) -> (output, cache)` and `_backward(grad_out, cach
 `backward` before any `forward` raises the one RuntimeError below. `input_grad=False` lets a layer
 skip the product that only its input's gradient needs (the first Linear's input is data, which
 needs none, as torch skips it for a tensor without requires_grad).
+
+`channel_major` and `full_in_layout` are the memory-layout helpers the image layers share: a
+Conv2d's output is (C, N, H, W) in memory, and the layers after it keep that layout.
 """
 from __future__ import annotations
 
 import numpy as np
+
+
+def channel_major(x: np.ndarray) -> bool:
+    """Whether an (N, C, H, W) array is (C, N, H, W) in memory, as Conv2d's output is."""
+    return x.strides[1] > x.strides[0]
+
+
+def full_in_layout(shape: tuple[int, int, int, int], fill, dtype, channels_first: bool) -> np.ndarray:
+    """An (N, C, H, W) array filled with `fill` (None: left unset), (C, N, H, W) in memory if
+    channels_first: elementwise operations between arrays run fastest when they share one layout."""
+    def make(memory_shape):
+        return np.empty(memory_shape, dtype=dtype) if fill is None else np.full(memory_shape, fill, dtype=dtype)
+
+    if channels_first:
+        return make((shape[1], shape[0], *shape[2:])).transpose(1, 0, 2, 3)
+    return make(shape)
 
 
 class Layer:
@@ -71,8 +90,7 @@ class Flatten(Layer):
         shape = x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:]
         # a conv's (N, C, H, W) output is (C, N, H, W) in memory: its gradient is given back in that
         # layout, one small copy that keeps the pooling and conv backward below in one layout
-        channels_first = x.ndim == 4 and x.strides[1] > x.strides[0]
-        return x.reshape(shape), (x.shape, channels_first)
+        return x.reshape(shape), (x.shape, x.ndim == 4 and channel_major(x))
 
     def _backward(self, grad_out, cache, input_grad):
         if not input_grad:
@@ -80,7 +98,6 @@ class Flatten(Layer):
         input_shape, channels_first = cache
         if not channels_first:
             return grad_out.reshape(input_shape)
-        grad_in = np.empty((input_shape[1], input_shape[0], *input_shape[2:]), dtype=grad_out.dtype)
-        grad_in = grad_in.transpose(1, 0, 2, 3)  # (N, C, H, W), channel-major in memory
+        grad_in = full_in_layout(input_shape, None, grad_out.dtype, channels_first=True)
         grad_in[...] = grad_out.reshape(input_shape)
         return grad_in

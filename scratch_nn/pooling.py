@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratch_nn.conv import pair
-from scratch_nn.layer import Layer
+from scratch_nn.layer import Layer, channel_major, full_in_layout
 
 
 def pooled_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
@@ -51,22 +51,6 @@ def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0, dilati
         raise ValueError(f"{name}: kernel_size {kernel} (dilation {dilation}, padding {padding}) gives an output "
                          f"of {sizes[0]}x{sizes[1]} for an input of {height}x{width}; the output needs at least 1x1")
     return channels, sizes[0], sizes[1]
-
-
-def channel_major(x: np.ndarray) -> bool:
-    """Whether an (N, C, H, W) array is (C, N, H, W) in memory, as Conv2d's output is."""
-    return x.strides[1] > x.strides[0]
-
-
-def full_in_layout(shape: tuple[int, int, int, int], fill, dtype, channels_first: bool) -> np.ndarray:
-    """An (N, C, H, W) array filled with `fill` (None: left unset), (C, N, H, W) in memory if
-    channels_first: elementwise operations between arrays run fastest when they share one layout."""
-    def make(memory_shape):
-        return np.empty(memory_shape, dtype=dtype) if fill is None else np.full(memory_shape, fill, dtype=dtype)
-
-    if channels_first:
-        return make((shape[1], shape[0], *shape[2:])).transpose(1, 0, 2, 3)
-    return make(shape)
 
 
 class Pool2d(Layer):

@@ -105,7 +105,8 @@ def test_a_model_that_raises_leaves_no_output_folder_behind(tmp_path):
     learner's code leaves neither a report nor an empty folder."""
     source = (EXAMPLES / "params_dict" / "correct.py").read_text()
     model = tmp_path / "raises.py"
-    model.write_text(source.replace("def loss_and_grads(x, y):", "def loss_and_grads(x, y):\n    raise ValueError('boom')"))
+    raising = "def loss_and_grads(x, y):\n    raise ValueError('boom')"
+    model.write_text(source.replace("def loss_and_grads(x, y):", raising))
     out = tmp_path / "reports" / "mine"
     result = svt_run("--model", str(model), *SLICE, "--out", str(out))
     assert result.returncode == 2 and "raised ValueError: boom" in result.stderr, result.stderr
